@@ -1,0 +1,1 @@
+"""The ``glm52`` command line: one module per subcommand, dispatched by ``main``."""
