@@ -84,7 +84,9 @@ def _rope(d: Mapping[str, Any]) -> RopeParameters:
         omp = params.get("original_max_position_embeddings")
         if omp is None:
             raise ConfigError(f"{name}.original_max_position_embeddings: required for yarn")
-        kw["original_max_position_embeddings"] = _int(f"{name}.original_max_position_embeddings", omp)
+        kw["original_max_position_embeddings"] = _int(
+            f"{name}.original_max_position_embeddings", omp
+        )
         kw["truncate"] = bool(params.get("truncate", True))
     return RopeParameters(**kw)
 
@@ -199,14 +201,18 @@ def _check_consistency(c: Glm52Config) -> None:
             f"num_attention_heads {c.num_attention_heads}"
         )
     if c.qk_rope_head_dim % 2:
-        raise ConfigError(f"qk_rope_head_dim: must be even for RoPE pairs, got {c.qk_rope_head_dim}")
+        raise ConfigError(
+            f"qk_rope_head_dim: must be even for RoPE pairs, got {c.qk_rope_head_dim}"
+        )
     if c.index_head_dim < c.qk_rope_head_dim:
         raise ConfigError(
             f"index_head_dim: {c.index_head_dim} is smaller than its RoPE part "
             f"qk_rope_head_dim {c.qk_rope_head_dim}"
         )
     if c.n_routed_experts % c.n_group:
-        raise ConfigError(f"n_group: {c.n_group} does not divide n_routed_experts {c.n_routed_experts}")
+        raise ConfigError(
+            f"n_group: {c.n_group} does not divide n_routed_experts {c.n_routed_experts}"
+        )
     if c.topk_group > c.n_group:
         raise ConfigError(f"topk_group: {c.topk_group} exceeds n_group {c.n_group}")
     if c.num_experts_per_tok > c.n_routed_experts:

@@ -164,18 +164,26 @@ class Glm52Config:
     def replace(self, **changes: Any) -> Glm52Config:
         """A copy with fields changed and derived schedules re-resolved (via to_hf_dict/from_dict)."""
         d = self.to_hf_dict()
-        if "indexer_types" not in changes and {
-            "index_topk_freq",
-            "index_skip_topk_offset",
-            "index_topk_pattern",
-            "num_hidden_layers",
-        } & changes.keys():
+        if (
+            "indexer_types" not in changes
+            and {
+                "index_topk_freq",
+                "index_skip_topk_offset",
+                "index_topk_pattern",
+                "num_hidden_layers",
+            }
+            & changes.keys()
+        ):
             d.pop("indexer_types")
-        if "mlp_layer_types" not in changes and {
-            "first_k_dense_replace",
-            "moe_layer_freq",
-            "num_hidden_layers",
-        } & changes.keys():
+        if (
+            "mlp_layer_types" not in changes
+            and {
+                "first_k_dense_replace",
+                "moe_layer_freq",
+                "num_hidden_layers",
+            }
+            & changes.keys()
+        ):
             d.pop("mlp_layer_types")
         for k, v in changes.items():
             d[k] = dataclasses.asdict(v) if isinstance(v, RopeParameters) else v

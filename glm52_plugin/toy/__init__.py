@@ -1,0 +1,66 @@
+"""Toy GLM-5.2 checkpoints: real tensor names and mechanisms at CPU size, written deterministically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from glm52_plugin.config import Glm52Config
+from glm52_plugin.toy.tokenizer import save_tokenizer
+from glm52_plugin.toy.weights import toy_state_dict
+from glm52_plugin.toy.writer import atomic_directory, write_checkpoint
+
+# Bump when the toy's weights or files change, so cached default toys are rebuilt.
+TOY_FORMAT = 1
+
+
+def default_toy_dir(layers: int = 2, seed: int = 0, nvfp4: bool = False) -> Path:
+    root = Path(os.environ.get("GLM52_TOY_DIR", Path.home() / ".cache" / "glm52_plugin" / "toys"))
+    kind = "nvfp4" if nvfp4 else "bf16"
+    return root / f"toy-{layers}l-{kind}-seed{seed}-v{TOY_FORMAT}"
+
+
+def make_toy(
+    out: str | Path, layers: int = 2, seed: int = 0, nvfp4: bool = False, progress: bool = True
+) -> Path:
+    """Write a toy checkpoint (config, sharded safetensors + index, tokenizer, chat template)."""
+    cfg = Glm52Config.toy(layers)
+    tensors = toy_state_dict(cfg, seed)
+    config = cfg.to_hf_dict()
+    config["transformers_version"] = "5.23.0"
+    json_files = {
+        "generation_config.json": {
+            "eos_token_id": list(cfg.eos_token_id),
+            "pad_token_id": cfg.pad_token_id,
+            "temperature": 1.0,
+            "top_p": 0.95,
+        }
+    }
+    if nvfp4:
+        from glm52_plugin.toy.nvfp4 import quantize_toy_checkpoint
+
+        tensors, quant = quantize_toy_checkpoint(tensors, cfg)
+        config["quantization_config"] = quant
+        json_files["hf_quant_config.json"] = {
+            "producer": quant.get("producer", {"name": "modelopt", "version": "0.0.0"}),
+            "quantization": {
+                "quant_algo": "NVFP4",
+                "group_size": 16,
+                "kv_cache_quant_algo": None,
+                "exclude_modules": list(quant.get("ignore", [])),
+            },
+        }
+    json_files["config.json"] = config
+    out = Path(out)
+    with atomic_directory(out) as tmp:
+        write_checkpoint(tmp, tensors, json_files, progress=progress)
+        save_tokenizer(tmp, cfg.eos_token_id)
+    return out
+
+
+def ensure_toy(layers: int = 2, seed: int = 0, nvfp4: bool = False, progress: bool = True) -> Path:
+    """The cached default toy checkpoint, built on first use."""
+    out = default_toy_dir(layers, seed, nvfp4)
+    if not (out / "model.safetensors.index.json").is_file():
+        make_toy(out, layers, seed, nvfp4, progress)
+    return out
