@@ -67,7 +67,10 @@ class Indexer(nn.Module):
             index = torch.matmul(weights[:, rows].unsqueeze(-2), F.relu(scores)).squeeze(-2)
             future = key_pos[None, :] > positions[rows, None]  # [S, T]
             index = index.masked_fill(future, -math.inf)
-            out[:, rows] = index.topk(k_sel, dim=-1).indices
+            # ReLU makes exact ties common (a key no head scores above 0); a stable sort breaks
+            # them toward the earlier position, so the choice never depends on T or chunking
+            order = index.sort(dim=-1, descending=True, stable=True).indices
+            out[:, rows] = order[..., :k_sel]
         return out
 
 

@@ -1,0 +1,176 @@
+"""Greedy / sampled decoding with the reference model, optionally with MTP speculative decoding.
+
+Speculative decoding reads like gpt-fast's ``speculative_decode``: the MTP layer drafts k tokens
+(its indexer runs on the first draft pass; later draft steps reuse that top-k, as
+``index_share_for_mtp_iteration``), the main model verifies all of them in one pass, and the
+standard accept/reject rule keeps the output distribution exactly the main model's — so greedy
+speculative output equals plain greedy output token for token.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from glm52_plugin.reference.model import Glm52ForCausalLM
+
+
+@dataclass
+class Sampler:
+    """temperature 0 = greedy; otherwise softmax(logits / T) restricted to the top-p nucleus."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    generator: torch.Generator | None = None
+
+    def probs(self, logits: Tensor) -> Tensor:
+        """logits [..., V] -> probabilities [..., V] (one-hot for greedy)."""
+        if self.temperature <= 0:
+            return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
+        p = (logits.float() / self.temperature).softmax(-1)
+        if self.top_p < 1.0:
+            sorted_p, order = p.sort(-1, descending=True)
+            outside = sorted_p.cumsum(-1) - sorted_p > self.top_p  # keep the token crossing top_p
+            p = p.scatter(-1, order, sorted_p.masked_fill(outside, 0.0))
+            p = p / p.sum(-1, keepdim=True)
+        return p
+
+    def sample(self, logits: Tensor) -> Tensor:
+        """logits [B, V] -> token ids [B]."""
+        if self.temperature <= 0:
+            return logits.argmax(-1)
+        return torch.multinomial(self.probs(logits), 1, generator=self.generator).squeeze(-1)
+
+
+@dataclass
+class GenerationResult:
+    tokens: list[list[int]]  # new tokens per batch row (stop token included)
+    prefill_seconds: float
+    decode_seconds: float
+    drafted: int = 0  # MTP draft tokens proposed
+    accepted: int = 0  # ... and accepted by the main model
+    rounds: list[int] = field(default_factory=list)  # accepted drafts per verification
+
+    @property
+    def decode_tokens_per_second(self) -> float:
+        n = sum(len(t) for t in self.tokens) - len(self.tokens)  # first token comes from prefill
+        return n / self.decode_seconds if self.decode_seconds > 0 else float("nan")
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.drafted if self.drafted else float("nan")
+
+
+def generate(
+    model: Glm52ForCausalLM,
+    input_ids: Tensor,
+    max_new_tokens: int,
+    sampler: Sampler | None = None,
+    stop_ids: tuple[int, ...] = (),
+    mtp_draft_tokens: int = 0,
+) -> GenerationResult:
+    """Decode up to ``max_new_tokens`` after prompts input_ids [B, S] (equal lengths)."""
+    if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+        raise ValueError(f"input_ids: expected a non-empty [batch, seq] tensor, got {tuple(input_ids.shape)}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens: must be >= 1, got {max_new_tokens}")
+    sampler = sampler or Sampler()
+    if mtp_draft_tokens:
+        if model.config.mtp_layer_index is None:
+            raise ValueError("mtp_draft_tokens: this checkpoint has no MTP layer")
+        if input_ids.shape[0] != 1:
+            raise ValueError("mtp_draft_tokens: speculative decoding supports batch size 1")
+        return _speculative(model, input_ids, max_new_tokens, sampler, stop_ids, mtp_draft_tokens)
+    return _plain(model, input_ids, max_new_tokens, sampler, stop_ids)
+
+
+def _plain(model, input_ids, max_new_tokens, sampler, stop_ids) -> GenerationResult:  # noqa: ANN001
+    cache = model.new_cache()
+    t0 = time.perf_counter()
+    tok = sampler.sample(model.run(input_ids, cache).logits[:, -1])
+    t1 = time.perf_counter()
+    tokens: list[list[int]] = [[t] for t in tok.tolist()]
+    done = [t in stop_ids for t in tok.tolist()]
+    while not all(done) and len(tokens[0]) < max_new_tokens:
+        tok = sampler.sample(model.run(tok[:, None], cache).logits[:, -1])
+        for row, t in enumerate(tok.tolist()):
+            if not done[row]:
+                tokens[row].append(t)
+                done[row] = t in stop_ids
+    return GenerationResult(tokens, t1 - t0, time.perf_counter() - t1)
+
+
+def _speculative(model, input_ids, max_new_tokens, sampler, stop_ids, k) -> GenerationResult:  # noqa: ANN001
+    mtp_layer = model.config.num_hidden_layers
+    main_layers = range(mtp_layer)
+    cache = model.new_cache()
+    t0 = time.perf_counter()
+    out = model.run(input_ids, cache)
+    last = sampler.sample(out.logits[:, -1])  # [1]
+    t1 = time.perf_counter()
+    result = GenerationResult([[int(last)]], t1 - t0, 0.0)
+    emitted = result.tokens[0]
+    # MTP pass inputs: hidden of position p pairs with the token at p + 1
+    mtp_hidden, mtp_ids, mtp_start = out.hidden, torch.cat((input_ids[:, 1:], last[:, None]), 1), 0
+    while emitted[-1] not in stop_ids and len(emitted) < max_new_tokens:
+        # 1. draft k tokens: one pass over the newly verified positions, then k-1 single steps
+        drafts, draft_probs = [], []
+        o, topk = model.mtp(mtp_hidden, mtp_ids, mtp_start, cache)
+        pos = mtp_start + mtp_ids.shape[1]  # next MTP position
+        reuse = topk[:, -1:]  # the first draft step's top-k row
+        for j in range(k):
+            logits = o.logits[:, -1]
+            draft_probs.append(sampler.probs(logits))
+            drafts.append(sampler.sample(logits))
+            if j + 1 < k:
+                # the reused set plus the draft positions written since (a query sees itself)
+                reuse = torch.cat((reuse, torch.full((1, 1, 1), pos)), -1)
+                o, _ = model.mtp(o.hidden[:, -1:], drafts[-1][:, None], pos, cache, reuse_topk=reuse)
+                pos += 1
+        # 2. verify all drafts in one main-model pass over [last, d1..dk]
+        n0 = cache.length
+        verify = model.run(torch.cat([last[:, None]] + [d[:, None] for d in drafts], 1), cache)
+        target_probs = sampler.probs(verify.logits[0])  # [k+1, V]
+        accepted = 0
+        new: list[int] = []
+        for j, d in enumerate(drafts):
+            p, q = target_probs[j], draft_probs[j][0]
+            tok = int(d)
+            if sampler.temperature <= 0:
+                ok = p[tok] > 0
+            else:
+                u = torch.rand((), generator=sampler.generator)
+                ok = bool(u * q[tok] <= p[tok])
+            if not ok:
+                residual = (p - q).clamp_min(0) if sampler.temperature > 0 else p
+                residual = residual if residual.sum() > 0 else p
+                new.append(_draw(residual, sampler))
+                break
+            new.append(tok)
+            accepted += 1
+        else:
+            new.append(_draw(target_probs[k], sampler))  # bonus token
+        result.drafted += k
+        result.accepted += accepted
+        result.rounds.append(accepted)
+        for t in new:
+            if len(emitted) >= max_new_tokens or emitted[-1] in stop_ids:
+                break
+            emitted.append(t)
+        # 3. roll back rejected positions; MTP re-runs verified positions with main-model hidden
+        cache.truncate(n0 + accepted + 1, main_layers)
+        cache.layers[mtp_layer].truncate(mtp_start + mtp_ids.shape[1])
+        last = torch.tensor([new[-1]])
+        mtp_hidden = verify.hidden[:, : accepted + 1]
+        mtp_ids, mtp_start = torch.tensor([new]), n0
+    result.decode_seconds = time.perf_counter() - t1
+    return result
+
+
+def _draw(p: Tensor, sampler: Sampler) -> int:
+    if sampler.temperature <= 0:
+        return int(p.argmax())
+    return int(torch.multinomial(p / p.sum(), 1, generator=sampler.generator))
