@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
@@ -23,20 +24,23 @@ def _module_name(command: str) -> str:
     return "glm52_plugin.cli." + command.replace("-", "_")
 
 
+def available_commands() -> list[str]:
+    """Listed subcommands whose module is present in this build."""
+    return [c for c in SUBCOMMANDS if importlib.util.find_spec(_module_name(c)) is not None]
+
+
 def build_parser() -> argparse.ArgumentParser:
     from glm52_plugin import __version__
 
-    parser = argparse.ArgumentParser(prog="glm52", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="glm52", description="GLM-5.2 tools: reference model, toy checkpoints, checks, plans."
+    )
     parser.add_argument("--version", action="version", version=f"glm52-plugin {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command, help_text in SUBCOMMANDS.items():
-        try:
-            module = importlib.import_module(_module_name(command))
-        except ModuleNotFoundError as e:
-            if e.name != _module_name(command):
-                raise
-            continue  # subcommand not shipped in this build
+    for command in available_commands():
+        module = importlib.import_module(_module_name(command))
+        help_text = SUBCOMMANDS[command]
         p = sub.add_parser(command, help=help_text, description=help_text)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)

@@ -74,7 +74,9 @@ def generate(
 ) -> GenerationResult:
     """Decode up to ``max_new_tokens`` after prompts input_ids [B, S] (equal lengths)."""
     if input_ids.dim() != 2 or input_ids.shape[1] == 0:
-        raise ValueError(f"input_ids: expected a non-empty [batch, seq] tensor, got {tuple(input_ids.shape)}")
+        raise ValueError(
+            f"input_ids: expected a non-empty [batch, seq] tensor, got {tuple(input_ids.shape)}"
+        )
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens: must be >= 1, got {max_new_tokens}")
     sampler = sampler or Sampler()
@@ -87,7 +89,7 @@ def generate(
     return _plain(model, input_ids, max_new_tokens, sampler, stop_ids)
 
 
-def _plain(model, input_ids, max_new_tokens, sampler, stop_ids) -> GenerationResult:  # noqa: ANN001
+def _plain(model, input_ids, max_new_tokens, sampler, stop_ids) -> GenerationResult:
     cache = model.new_cache()
     t0 = time.perf_counter()
     tok = sampler.sample(model.run(input_ids, cache).logits[:, -1])
@@ -103,7 +105,7 @@ def _plain(model, input_ids, max_new_tokens, sampler, stop_ids) -> GenerationRes
     return GenerationResult(tokens, t1 - t0, time.perf_counter() - t1)
 
 
-def _speculative(model, input_ids, max_new_tokens, sampler, stop_ids, k) -> GenerationResult:  # noqa: ANN001
+def _speculative(model, input_ids, max_new_tokens, sampler, stop_ids, k) -> GenerationResult:
     mtp_layer = model.config.num_hidden_layers
     main_layers = range(mtp_layer)
     cache = model.new_cache()
@@ -128,7 +130,9 @@ def _speculative(model, input_ids, max_new_tokens, sampler, stop_ids, k) -> Gene
             if j + 1 < k:
                 # the reused set plus the draft positions written since (a query sees itself)
                 reuse = torch.cat((reuse, torch.full((1, 1, 1), pos)), -1)
-                o, _ = model.mtp(o.hidden[:, -1:], drafts[-1][:, None], pos, cache, reuse_topk=reuse)
+                o, _ = model.mtp(
+                    o.hidden[:, -1:], drafts[-1][:, None], pos, cache, reuse_topk=reuse
+                )
                 pos += 1
         # 2. verify all drafts in one main-model pass over [last, d1..dk]
         n0 = cache.length
