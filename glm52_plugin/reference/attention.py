@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.reference.cache import LayerCache
-from glm52_plugin.reference.layers import RMSNorm, apply_rope_interleaved
+from glm52_plugin.reference.layers import FusedWeight, RMSNorm, apply_rope_interleaved
 
 # Query rows per chunk: bounds the [rows, K, C] gather and the [rows, H_I, T] indexer scores.
 _CHUNK_ELEMENTS = 1 << 24
@@ -44,16 +44,25 @@ class Indexer(nn.Module):
         self.weights_proj = nn.Linear(cfg.hidden_size, self.n_heads, bias=False)
 
     def forward(
-        self, x: Tensor, cq: Tensor, cos: Tensor, sin: Tensor, positions: Tensor, cache: LayerCache
+        self,
+        x: Tensor,
+        cq: Tensor,
+        cis: Tensor,
+        positions: Tensor,
+        cache: LayerCache,
+        wk_x: Tensor | None = None,
     ) -> Tensor:
-        """x [B, S, D], cq [B, S, Q] -> top-k key positions int64 [B, S, K], K = min(topk, T)."""
+        """x [B, S, D], cq [B, S, Q] -> top-k key positions int64 [B, S, K], K = min(topk, T).
+
+        ``wk_x`` is ``wk(x)`` when the caller computed it in a fused projection.
+        """
         b, s, _ = x.shape
         r = self.rope_dim
         q = self.wq_b(cq).view(b, s, self.n_heads, self.head_dim)
         # GLM: rope FIRST in the indexer ([rope | pass]), unlike MLA's [nope | rope]
-        q = torch.cat((apply_rope_interleaved(q[..., :r], cos, sin), q[..., r:]), -1)
-        k = self.k_norm(self.wk(x))  # [B, S, D_I], LayerNorm before RoPE
-        k = torch.cat((apply_rope_interleaved(k[..., :r], cos, sin), k[..., r:]), -1)
+        q = torch.cat((apply_rope_interleaved(q[..., :r], cis), q[..., r:]), -1)
+        k = self.k_norm(self.wk(x) if wk_x is None else wk_x)  # [B, S, D_I], norm before RoPE
+        k = torch.cat((apply_rope_interleaved(k[..., :r], cis), k[..., r:]), -1)
         assert cache.index_k is not None, "full layer without an indexer cache"
         keys = cache.index_k.append(k).float()  # [B, T, D_I]
         weights = self.weights_proj(x.float()) * self.n_heads**-0.5  # [B, S, H_I]
@@ -98,12 +107,12 @@ class MLA(nn.Module):
         self.o_proj = nn.Linear(h * self.v_dim, d, bias=bias, dtype=dtype)
         # IndexShare: shared layers own no indexer (and no indexer weights in the checkpoint)
         self.indexer = Indexer(cfg, dtype) if has_indexer else None
+        self._x_proj = FusedWeight()  # q_a | kv_a (| indexer wk): one GEMM over x, as engines
 
     def forward(
         self,
         x: Tensor,
-        cos: Tensor,
-        sin: Tensor,
+        cis: Tensor,
         positions: Tensor,
         cache: LayerCache,
         prev_topk: Tensor | None,
@@ -115,16 +124,32 @@ class MLA(nn.Module):
         """
         b, s, _ = x.shape
         h, c = self.n_heads, self.kv_rank
-        cq = self.q_a_layernorm(self.q_a_proj(x))  # [B, S, Q], also the indexer's query input
+        run_indexer = run_indexer and self.indexer is not None
+        weights = [self.q_a_proj.weight, self.kv_a_proj_with_mqa.weight]
+        if run_indexer:
+            weights.append(self.indexer.wk.weight)
+        proj = F.linear(x, self._x_proj.get(*weights))
+        if self.q_a_proj.bias is not None:
+            proj = proj + torch.cat([self.q_a_proj.bias, self.kv_a_proj_with_mqa.bias]
+                                    + [proj.new_zeros(self.indexer.head_dim)] * run_indexer)  # fmt: skip
+        q_a, latent, k_rope, wk_x = proj.split(
+            [
+                self.q_a_proj.out_features,
+                c,
+                self.rope,
+                proj.shape[-1] - self.q_a_proj.out_features - c - self.rope,
+            ],
+            -1,
+        )
+        cq = self.q_a_layernorm(q_a)  # [B, S, Q], also the indexer's query input
         q = self.q_b_proj(cq).view(b, s, h, self.nope + self.rope)
         q_nope, q_rope = q.split([self.nope, self.rope], dim=-1)
-        q_rope = apply_rope_interleaved(q_rope, cos, sin)
-        latent, k_rope = self.kv_a_proj_with_mqa(x).split([c, self.rope], dim=-1)
-        k_rope = apply_rope_interleaved(k_rope, cos, sin)
+        q_rope = apply_rope_interleaved(q_rope, cis)
+        k_rope = apply_rope_interleaved(k_rope, cis)
         kv = cache.kv.append(torch.cat((self.kv_a_layernorm(latent), k_rope), -1))  # [B, T, C+R]
 
-        if self.indexer is not None and run_indexer:
-            topk = self.indexer(x, cq, cos, sin, positions, cache)
+        if run_indexer:
+            topk = self.indexer(x, cq, cis, positions, cache, wk_x)
         elif prev_topk is not None:
             topk = prev_topk
         else:
@@ -133,17 +158,19 @@ class MLA(nn.Module):
         # absorb kv_b_proj: per head w_kc [Dn, C] maps q_nope into latent space, w_vc [Dv, C] back
         w = self.kv_b_proj.weight.view(h, self.nope + self.v_dim, c)
         w_kc, w_vc = w[:, : self.nope], w[:, self.nope :]
-        q_lat = torch.einsum("bshd,hdc->bshc", q_nope, w_kc)
-        q_all = torch.cat((q_lat, q_rope), -1)  # [B, S, H, C+R]
+        # [H, B*S, Dn] @ [H, Dn, C] -> q in latent space, per head
+        q_lat = torch.matmul(q_nope.reshape(b * s, h, self.nope).transpose(0, 1), w_kc)
+        q_all = torch.cat((q_lat.transpose(0, 1).view(b, s, h, c), q_rope), -1)  # [B, S, H, C+R]
         out = torch.empty(b, s, h, c, dtype=x.dtype)
         batch = torch.arange(b)[:, None, None]
         for rows in _chunks(s, topk.shape[-1] * (c + self.rope)):
             idx = topk[:, rows]  # [B, s', K]
             sel = kv[batch, idx]  # [B, s', K, C+R]: only the selected tokens are read
-            scores = torch.einsum("bshc,bskc->bshk", q_all[:, rows], sel) * self.scale
+            scores = torch.matmul(q_all[:, rows], sel.transpose(-1, -2)) * self.scale  # [B,s',H,K]
             visible = idx <= positions[rows, None]  # causal: short rows pick masked keys
             scores = scores.masked_fill(~visible[:, :, None, :], -math.inf)
             p = scores.softmax(-1, dtype=torch.float32).to(x.dtype)
-            out[:, rows] = torch.einsum("bshk,bskc->bshc", p, sel[..., :c])
-        o = torch.einsum("bshc,hvc->bshv", out, w_vc).reshape(b, s, h * self.v_dim)
-        return self.o_proj(o), topk
+            out[:, rows] = torch.matmul(p, sel[..., :c])  # [B, s', H, C]
+        # [H, B*S, C] @ [H, C, Dv] -> back from latent space
+        o = torch.matmul(out.view(b * s, h, c).transpose(0, 1), w_vc.transpose(1, 2))
+        return self.o_proj(o.transpose(0, 1).reshape(b, s, h * self.v_dim)), topk

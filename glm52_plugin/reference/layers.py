@@ -44,11 +44,10 @@ class Rotary(nn.Module):
             inv_freq, self.attention_factor = _yarn(cfg, pos_freqs, dim)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
-    def forward(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """positions [S] -> cos, sin [S, R/2] (one angle per interleaved pair)."""
+    def forward(self, positions: Tensor) -> Tensor:
+        """positions [S] -> complex64 [S, R/2]: attention_factor * e^(i * pos * inv_freq_j)."""
         freqs = positions.float()[:, None] * self.inv_freq
-        f = self.attention_factor
-        return (freqs.cos() * f).to(dtype), (freqs.sin() * f).to(dtype)
+        return torch.polar(torch.full_like(freqs, self.attention_factor), freqs)
 
 
 def _yarn(cfg: Glm52Config, pos_freqs: Tensor, dim: int) -> tuple[Tensor, float]:
@@ -84,29 +83,55 @@ def _yarn(cfg: Glm52Config, pos_freqs: Tensor, dim: int) -> tuple[Tensor, float]
     return inv_freq, float(attention_factor)
 
 
-def apply_rope_interleaved(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate pairs (2i, 2i+1) of x [B, S, ..., R] by angle i; cos/sin [S, R/2].
+def apply_rope_interleaved(x: Tensor, cis: Tensor) -> Tensor:
+    """Rotate pairs (2i, 2i+1) of x [B, S, ..., R] by angle i; cis complex [S, R/2].
 
-    Pairs stay in place (engine cache layout); transformers emits [evens | odds] instead, the same
-    permutation on q and k, so attention scores are identical.
+    A pair is one complex number, so the rotation (x1 cos - x2 sin, x2 cos + x1 sin) is one
+    complex multiply. Pairs stay in place (engine cache layout); transformers emits
+    [evens | odds] instead, the same permutation on q and k, so attention scores are identical.
     """
-    shape = (1, cos.shape[0]) + (1,) * (x.dim() - 3) + (cos.shape[1],)
-    cos, sin = cos.view(shape), sin.view(shape)
-    x1, x2 = x[..., 0::2], x[..., 1::2]
-    return torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)
+    shape = (1, cis.shape[0]) + (1,) * (x.dim() - 3) + (cis.shape[1],)
+    xf = x if x.dtype == torch.float32 else x.float()
+    out = torch.view_as_real(torch.view_as_complex(xf.unflatten(-1, (-1, 2))) * cis.view(shape))
+    return out.flatten(-2) if x.dtype == torch.float32 else out.flatten(-2).to(x.dtype)
+
+
+class FusedWeight:
+    """Row-concatenation of several weights, rebuilt only when one of them changes: one GEMM where
+    the engines fuse too (q_a + kv_a + indexer wk, gate + up). Not a module: no checkpoint key."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._value: Tensor | None = None
+
+    def get(self, *weights: Tensor) -> Tensor:
+        key = tuple((w.data_ptr(), w._version, w.dtype) for w in weights)
+        if key != self._key or self._value is None:
+            self._value = torch.cat([w.detach() for w in weights])
+            self._key = key
+        return self._value
 
 
 class MLP(nn.Module):
     """SwiGLU: down(silu(gate(x)) * up(x)). Dense FFN, each routed expert and the shared expert."""
 
-    def __init__(self, hidden: int, inter: int, dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self, hidden: int, inter: int, dtype: torch.dtype | None = None, fuse: bool = True
+    ) -> None:
         super().__init__()
         self.gate_proj = nn.Linear(hidden, inter, bias=False, dtype=dtype)
         self.up_proj = nn.Linear(hidden, inter, bias=False, dtype=dtype)
         self.down_proj = nn.Linear(inter, hidden, bias=False, dtype=dtype)
+        # routed experts stay unfused: a fused copy would double the largest weights
+        self._gate_up = FusedWeight() if fuse else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        if self._gate_up is None:
+            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = F.linear(x, self._gate_up.get(self.gate_proj.weight, self.up_proj.weight)).chunk(
+            2, -1
+        )
+        return self.down_proj(F.silu(gate) * up)
 
 
 class Gate(nn.Module):
@@ -150,17 +175,24 @@ class MoE(nn.Module):
         super().__init__()
         d, inter = cfg.hidden_size, cfg.moe_intermediate_size
         self.gate = Gate(cfg, dtype)
-        self.experts = nn.ModuleList(MLP(d, inter, dtype) for _ in range(cfg.n_routed_experts))
+        self.experts = nn.ModuleList(
+            MLP(d, inter, dtype, fuse=False) for _ in range(cfg.n_routed_experts)
+        )
         self.shared_experts = MLP(d, inter * cfg.n_shared_experts, dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])  # [N, D]
         weights, ids = self.gate(flat)  # [N, A]
-        out = torch.zeros_like(flat)
+        out = self.shared_experts(flat)
+        if flat.shape[0] == 1:  # decode: no grouping work, just the A chosen experts
+            for e, w in zip(ids[0].tolist(), weights[0], strict=True):
+                out = out + (self.experts[e](flat) * w).to(out.dtype)
+            return out.view(shape)
+        routed = torch.zeros_like(flat)
         # Loop over the experts actually hit: cost follows the active experts, not E.
         for e in ids.unique().tolist():
             token, slot = (ids == e).nonzero(as_tuple=True)
             y = self.experts[e](flat[token]) * weights[token, slot, None]
-            out.index_add_(0, token, y.to(out.dtype))
-        return (out + self.shared_experts(flat)).view(shape)
+            routed.index_add_(0, token, y.to(routed.dtype))
+        return (routed + out).view(shape)

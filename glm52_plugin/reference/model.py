@@ -37,14 +37,14 @@ class Block(nn.Module):
     def forward(
         self,
         x: Tensor,
-        rope: tuple[Tensor, Tensor, Tensor],
+        rope: tuple[Tensor, Tensor],
         cache: LayerCache,
         prev_topk: Tensor | None,
         run_indexer: bool = True,
     ) -> tuple[Tensor, Tensor]:
-        cos, sin, positions = rope
+        cis, positions = rope
         a, topk = self.self_attn(
-            self.input_layernorm(x), cos, sin, positions, cache, prev_topk, run_indexer
+            self.input_layernorm(x), cis, positions, cache, prev_topk, run_indexer
         )
         h = x + a
         return h + self.mlp(self.post_attention_layernorm(h)), topk
@@ -116,10 +116,9 @@ class Glm52ForCausalLM(nn.Module):
         n = cfg.num_hidden_layers + (1 if cfg.mtp_layer_index is not None else 0)
         return ModelCache([cfg.has_indexer(i) for i in range(n)])
 
-    def _rope(self, start: int, length: int) -> tuple[Tensor, Tensor, Tensor]:
+    def _rope(self, start: int, length: int) -> tuple[Tensor, Tensor]:
         positions = torch.arange(start, start + length)
-        cos, sin = self.rotary(positions, self.dtype)
-        return cos, sin, positions
+        return self.rotary(positions), positions
 
     @torch.inference_mode()
     def run(self, input_ids: Tensor, cache: ModelCache | None = None) -> Output:
@@ -160,7 +159,7 @@ class Glm52ForCausalLM(nn.Module):
         embed = mtp.embed_tokens or self.model.embed_tokens
         e = embed(next_ids)
         # as vLLM deepseek_mtp.py: embeddings at position 0 are masked ("not needed by MTP")
-        e = e.masked_fill((rope[2] == 0)[None, :, None], 0)
+        e = e.masked_fill((rope[1] == 0)[None, :, None], 0)
         u = mtp.eh_proj(torch.cat((mtp.enorm(e), mtp.hnorm(hidden)), -1))
         # draft steps after the first reuse step 0's top-k instead of running the MTP indexer
         u, topk = mtp(u, rope, layer_cache, reuse_topk, run_indexer=reuse_topk is None)

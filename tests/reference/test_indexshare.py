@@ -90,10 +90,11 @@ def test_indexer_top_k_equals_brute_force(toy_model, toy_config) -> None:
     x = toy_model.model.layers[0].input_layernorm(
         toy_model.model.embed_tokens(prompt_ids(24, seed=5))
     )
-    cos, sin, pos = toy_model._rope(0, 24)
+    cis, pos = toy_model._rope(0, 24)
+    cos, sin = cis.real, cis.imag
     cq = attn.q_a_layernorm(attn.q_a_proj(x))
     with torch.inference_mode():
-        got = attn.indexer(x, cq, cos, sin, pos, LayerCache(True))
+        got = attn.indexer(x, cq, cis, pos, LayerCache(True))
     expected = brute_force_topk(attn.indexer, x, cq, cos, sin, toy_config.index_topk)
     for t in range(24):
         selected = {int(j) for j in got[0, t] if int(j) <= t}
