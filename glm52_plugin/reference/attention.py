@@ -162,10 +162,13 @@ class MLA(nn.Module):
         q_lat = torch.matmul(q_nope.reshape(b * s, h, self.nope).transpose(0, 1), w_kc)
         q_all = torch.cat((q_lat.transpose(0, 1).view(b, s, h, c), q_rope), -1)  # [B, S, H, C+R]
         out = torch.empty(b, s, h, c, dtype=x.dtype)
-        batch = torch.arange(b)[:, None, None]
+        t, width = kv.shape[1], kv.shape[2]
+        flat_kv = kv.reshape(b * t, width)
+        row_offset = (torch.arange(b) * t)[:, None, None]
         for rows in _chunks(s, topk.shape[-1] * (c + self.rope)):
             idx = topk[:, rows]  # [B, s', K]
-            sel = kv[batch, idx]  # [B, s', K, C+R]: only the selected tokens are read
+            # only the selected tokens are read: [B, s', K, C+R]
+            sel = flat_kv.index_select(0, (idx + row_offset).view(-1)).view(*idx.shape, width)
             scores = torch.matmul(q_all[:, rows], sel.transpose(-1, -2)) * self.scale  # [B,s',H,K]
             visible = idx <= positions[rows, None]  # causal: short rows pick masked keys
             scores = scores.masked_fill(~visible[:, :, None, :], -math.inf)
