@@ -20,7 +20,7 @@ import torch
 
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.reference import Glm52ForCausalLM
-from glm52_plugin.reference.attention import MLA, Indexer
+from glm52_plugin.reference.layers import MLA, Indexer
 from glm52_plugin.reference.loading import materialize
 from glm52_plugin.toy.weights import toy_state_dict
 

@@ -16,9 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from glm52_plugin.config import Glm52Config
-from glm52_plugin.reference.attention import MLA
 from glm52_plugin.reference.cache import LayerCache, ModelCache
-from glm52_plugin.reference.layers import MLP, MoE, RMSNorm, Rotary
+from glm52_plugin.reference.layers import MLA, MLP, MoE, RMSNorm, Rotary
 
 
 class Block(nn.Module):

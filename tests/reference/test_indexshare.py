@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from glm52_plugin.reference.attention import MLA, Indexer
+from glm52_plugin.reference.layers import MLA, Indexer
 from tests.conftest import prompt_ids
 
 
