@@ -77,3 +77,30 @@ def test_sparse_selection_changes_the_result(toy_model, toy_config) -> None:
     k = toy_config.index_topk
     assert torch.allclose(sparse[:, :k], dense[:, :k], atol=1e-5)  # rows with <= k keys: dense
     assert (sparse[:, k + 8 :] - dense[:, k + 8 :]).abs().max() > 1e-2
+
+
+def test_yarn_rope_matches_transformers(toy_checkpoints, tmp_path) -> None:
+    """YaRN inv_freq ramp, attention factor on cos/sin and mscale^2 on the softmax scale."""
+    import json
+    import shutil
+
+    from glm52_plugin.reference import Glm52ForCausalLM
+
+    path = shutil.copytree(toy_checkpoints[2], tmp_path / "yarn")
+    config = json.loads((path / "config.json").read_text())
+    config["rope_parameters"] = {
+        "rope_type": "yarn", "rope_theta": 10000.0, "factor": 8.0, "mscale": 1.0,
+        "mscale_all_dim": 1.0, "original_max_position_embeddings": 512, "beta_fast": 32.0,
+        "beta_slow": 1.0,
+    }  # fmt: skip
+    (path / "config.json").write_text(json.dumps(config))
+    ours = Glm52ForCausalLM.from_pretrained(path, dtype=torch.float32, progress=False)
+    ids = prompt_ids(40, seed=4)
+    with torch.no_grad(), stable_topk():
+        expected = load_transformers(path)(ids).logits
+    got = ours(ids)
+    assert (got - expected).abs().max().item() < 1e-4
+    plain = Glm52ForCausalLM.from_pretrained(
+        toy_checkpoints[2], dtype=torch.float32, progress=False
+    )
+    assert (plain(ids) - got).abs().max().item() > 1e-2  # YaRN really changed the model
