@@ -249,23 +249,35 @@ class Indexer(nn.Module):
         k = self.k_norm(self.wk(x) if wk_x is None else wk_x)  # [B, S, D_I], norm before RoPE
         k = torch.cat((apply_rope_interleaved(k[..., :r], cis), k[..., r:]), -1)
         assert cache.index_k is not None, "full layer without an indexer cache"
-        keys = cache.index_k.append(k).float()  # [B, T, D_I]
+        keys = cache.index_k.append(k)  # [B, T, D_I]
         weights = self.weights_proj(x.float()) * self.n_heads**-0.5  # [B, S, H_I]
-        t = keys.shape[1]
-        k_sel = min(self.topk, t)
-        key_pos = torch.arange(t)
-        out = torch.empty(b, s, k_sel, dtype=torch.long)
-        scale = self.head_dim**-0.5
-        for rows in _chunks(s, self.n_heads * t):
-            scores = torch.matmul(q[:, rows].float(), keys.transpose(1, 2).unsqueeze(1)) * scale
-            index = torch.matmul(weights[:, rows].unsqueeze(-2), F.relu(scores)).squeeze(-2)
-            future = key_pos[None, :] > positions[rows, None]  # [S, T]
-            index = index.masked_fill(future, -math.inf)
-            # ReLU makes exact ties common (a key no head scores above 0); a stable sort breaks
-            # them toward the earlier position, so the choice never depends on T or chunking
-            order = index.sort(dim=-1, descending=True, stable=True).indices
-            out[:, rows] = order[..., :k_sel]
-        return out
+        return indexer_topk(q, weights, keys, positions, self.topk, self.head_dim**-0.5)
+
+
+def indexer_topk(
+    q: Tensor, weights: Tensor, keys: Tensor, positions: Tensor, topk: int, scale: float
+) -> Tensor:
+    """Causal top-k of I[t, j] = sum_h weights[t, h] * ReLU(q[t, h] . keys[j] * scale), in fp32.
+
+    q [B, S, H_I, D_I] (rotated), weights [B, S, H_I], keys [B, T, D_I], positions [S] of the
+    queries (keys are positions 0..T-1) -> int64 [B, S, min(topk, T)].
+    """
+    b, s = q.shape[:2]
+    keys = keys.float()
+    t = keys.shape[1]
+    k_sel = min(topk, t)
+    key_pos = torch.arange(t)
+    out = torch.empty(b, s, k_sel, dtype=torch.long)
+    for rows in _chunks(s, q.shape[2] * t):
+        scores = torch.matmul(q[:, rows].float(), keys.transpose(1, 2).unsqueeze(1)) * scale
+        index = torch.matmul(weights[:, rows].unsqueeze(-2), F.relu(scores)).squeeze(-2)
+        future = key_pos[None, :] > positions[rows, None]  # [S, T]
+        index = index.masked_fill(future, -math.inf)
+        # ReLU makes exact ties common (a key no head scores above 0); a stable sort breaks
+        # them toward the earlier position, so the choice never depends on T or chunking
+        order = index.sort(dim=-1, descending=True, stable=True).indices
+        out[:, rows] = order[..., :k_sel]
+    return out
 
 
 class MLA(nn.Module):
@@ -346,19 +358,32 @@ class MLA(nn.Module):
         # [H, B*S, Dn] @ [H, Dn, C] -> q in latent space, per head
         q_lat = torch.matmul(q_nope.reshape(b * s, h, self.nope).transpose(0, 1), w_kc)
         q_all = torch.cat((q_lat.transpose(0, 1).view(b, s, h, c), q_rope), -1)  # [B, S, H, C+R]
-        out = torch.empty(b, s, h, c, dtype=x.dtype)
-        t, width = kv.shape[1], kv.shape[2]
-        flat_kv = kv.reshape(b * t, width)
-        row_offset = (torch.arange(b) * t)[:, None, None]
-        for rows in _chunks(s, topk.shape[-1] * (c + self.rope)):
-            idx = topk[:, rows]  # [B, s', K]
-            # only the selected tokens are read: [B, s', K, C+R]
-            sel = flat_kv.index_select(0, (idx + row_offset).view(-1)).view(*idx.shape, width)
-            scores = torch.matmul(q_all[:, rows], sel.transpose(-1, -2)) * self.scale  # [B,s',H,K]
-            visible = idx <= positions[rows, None]  # causal: short rows pick masked keys
-            scores = scores.masked_fill(~visible[:, :, None, :], -math.inf)
-            p = scores.softmax(-1, dtype=torch.float32).to(x.dtype)
-            out[:, rows] = torch.matmul(p, sel[..., :c])  # [B, s', H, C]
+        out = sparse_attention(q_all, kv, topk, positions, self.scale, c)  # [B, S, H, C]
         # [H, B*S, C] @ [H, C, Dv] -> back from latent space
         o = torch.matmul(out.view(b * s, h, c).transpose(0, 1), w_vc.transpose(1, 2))
         return self.o_proj(o.transpose(0, 1).reshape(b, s, h * self.v_dim)), topk
+
+
+def sparse_attention(
+    q: Tensor, kv: Tensor, topk: Tensor, positions: Tensor, scale: float, kv_rank: int
+) -> Tensor:
+    """Absorbed MLA over the selected cache rows only.
+
+    q [B, S, H, C+R] (latent-space nope | rope), kv [B, T, C+R] (latent | k_rope),
+    topk [B, S, K] key positions, positions [S] -> latent outputs [B, S, H, C].
+    """
+    b, s, h, _ = q.shape
+    t, width = kv.shape[1], kv.shape[2]
+    out = torch.empty(b, s, h, kv_rank, dtype=q.dtype)
+    flat_kv = kv.reshape(b * t, width)
+    row_offset = (torch.arange(b) * t)[:, None, None]
+    for rows in _chunks(s, topk.shape[-1] * width):
+        idx = topk[:, rows]  # [B, s', K]
+        # only the selected tokens are read: [B, s', K, C+R]
+        sel = flat_kv.index_select(0, (idx + row_offset).view(-1)).view(*idx.shape, width)
+        scores = torch.matmul(q[:, rows], sel.transpose(-1, -2)) * scale  # [B, s', H, K]
+        visible = idx <= positions[rows, None]  # causal: short rows pick masked keys
+        scores = scores.masked_fill(~visible[:, :, None, :], -math.inf)
+        p = scores.softmax(-1, dtype=torch.float32).to(q.dtype)
+        out[:, rows] = torch.matmul(p, sel[..., :kv_rank])  # [B, s', H, C]
+    return out
