@@ -365,12 +365,19 @@ class MLA(nn.Module):
 
 
 def sparse_attention(
-    q: Tensor, kv: Tensor, topk: Tensor, positions: Tensor, scale: float, kv_rank: int
+    q: Tensor,
+    kv: Tensor,
+    topk: Tensor,
+    positions: Tensor,
+    scale: float,
+    kv_rank: int,
+    slots: Tensor | None = None,
 ) -> Tensor:
     """Absorbed MLA over the selected cache rows only.
 
     q [B, S, H, C+R] (latent-space nope | rope), kv [B, T, C+R] (latent | k_rope),
     topk [B, S, K] key positions, positions [S] -> latent outputs [B, S, H, C].
+    With ``slots`` [T] (B = 1, a paged cache), key position j lives in row ``slots[j]`` of kv.
     """
     b, s, h, _ = q.shape
     t, width = kv.shape[1], kv.shape[2]
@@ -379,8 +386,9 @@ def sparse_attention(
     row_offset = (torch.arange(b) * t)[:, None, None]
     for rows in _chunks(s, topk.shape[-1] * width):
         idx = topk[:, rows]  # [B, s', K]
+        kv_rows = slots[idx] if slots is not None else idx + row_offset
         # only the selected tokens are read: [B, s', K, C+R]
-        sel = flat_kv.index_select(0, (idx + row_offset).view(-1)).view(*idx.shape, width)
+        sel = flat_kv.index_select(0, kv_rows.reshape(-1)).view(*idx.shape, width).to(q.dtype)
         scores = torch.matmul(q[:, rows], sel.transpose(-1, -2)) * scale  # [B, s', H, K]
         visible = idx <= positions[rows, None]  # causal: short rows pick masked keys
         scores = scores.masked_fill(~visible[:, :, None, :], -math.inf)
