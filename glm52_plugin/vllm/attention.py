@@ -1,0 +1,140 @@
+"""The CPU path's attention: vLLM's DeepseekV2MLAAttention projections + our DSA over its paged cache.
+
+vLLM builds ``DeepseekV2MLAAttention`` (fused q_a/kv_a, norms, q_b, kv_b, o_proj and the inner
+``MLAAttention`` that owns the paged latent cache) from a DSA-free twin of the config, because
+its CPU platform rejects sparse attention. ``GlmDsaAttention`` then takes over ``forward``:
+projections and cache writes as vLLM, the indexer (full layers only), IndexShare reuse and sparse
+attention from ``sparse_mla``. Weights keep the checkpoint's names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from glm52_plugin.config import Glm52Config
+from glm52_plugin.reference.layers import Indexer, Rotary, apply_rope_interleaved
+from glm52_plugin.vllm.sparse_mla import (
+    request_attention,
+    request_topk,
+    request_views,
+    write_slots,
+)
+
+
+@dataclass
+class SharedTopk:
+    """Top-k of the latest full layer in the current forward, one entry per request."""
+
+    per_request: list[Tensor] = field(default_factory=list)
+
+
+def _layer_metadata(layer_name: str) -> object | None:
+    from vllm.forward_context import get_forward_context
+
+    metadata = get_forward_context().attn_metadata
+    if isinstance(metadata, list):  # micro-batching: one dict per ubatch
+        metadata = metadata[0] if metadata else None
+    if isinstance(metadata, dict):
+        return metadata.get(layer_name)
+    return metadata
+
+
+def install_dsa(attn: torch.nn.Module, cfg: Glm52Config, layer: int, shared: SharedTopk) -> None:
+    """Turn a constructed vLLM DeepseekV2MLAAttention into a GlmDsaAttention for ``layer``."""
+    from vllm.model_executor.models.deepseek_v2 import DeepseekV2MLAAttention
+
+    if not isinstance(attn, DeepseekV2MLAAttention):
+        raise TypeError(
+            f"layer {layer}: expected DeepseekV2MLAAttention, got {type(attn).__name__}"
+        )
+    dtype = attn.kv_b_proj.weight.dtype
+    attn.__class__ = _dsa_class(type(attn))
+    attn.glm_rotary = Rotary(cfg)
+    attn.glm_shared = shared
+    attn.glm_index_rows = None
+    # checkpoint names: model.layers.{i}.self_attn.indexer.{wq_b,wk,k_norm,weights_proj}
+    attn.indexer = Indexer(cfg, dtype) if cfg.has_indexer(layer) else None
+    if attn.indexer is not None:
+        attn.indexer.weights_proj.float()  # fp32 head weights, as the reference
+
+
+_DSA_CLASSES: dict[type, type] = {}
+
+
+def _dsa_class(base: type) -> type:
+    if base not in _DSA_CLASSES:
+        _DSA_CLASSES[base] = type("GlmDsaAttention", (GlmDsaAttention, base), {})
+    return _DSA_CLASSES[base]
+
+
+class GlmDsaAttention:
+    """Mixin swapped onto DeepseekV2MLAAttention instances by ``install_dsa``."""
+
+    def _index_rows(self, num_slots: int, device: torch.device) -> Tensor:
+        # The indexer key cache shares the latent cache's slot numbering; it is owned by this
+        # module (vLLM's memory planner does not see it: 256 B/token/full layer in bf16).
+        if self.glm_index_rows is None or self.glm_index_rows.shape[0] != num_slots:
+            self.glm_index_rows = torch.zeros(
+                num_slots, self.indexer.head_dim, dtype=self.kv_b_proj.weight.dtype, device=device
+            )
+        return self.glm_index_rows
+
+    def forward(
+        self, positions: Tensor, hidden_states: Tensor, llama_4_scaling: Tensor | None = None
+    ) -> Tensor:
+        t = hidden_states.shape[0]
+        h, nope, rope = self.num_local_heads, self.qk_nope_head_dim, self.qk_rope_head_dim
+        c = self.kv_lora_rank
+        qkv = self.fused_qkv_a_proj(hidden_states)[0]
+        q_c, kv_lora = qkv.split([self.q_lora_rank, c + rope], dim=-1)
+        q_c = self.q_a_layernorm(q_c)
+        q = self.q_b_proj(q_c)[0].view(t, h, nope + rope)
+        kv_c, k_pe = kv_lora.split([c, rope], dim=-1)
+        cis = self.glm_rotary(positions)
+        q_nope, q_pe = q.split([nope, rope], dim=-1)
+        q_pe = apply_rope_interleaved(q_pe[None], cis)[0]
+        latent = torch.cat(
+            (self.kv_a_layernorm(kv_c), apply_rope_interleaved(k_pe[None], cis)[0]), -1
+        )
+
+        w = self.kv_b_proj.weight.view(h, nope + self.v_head_dim, c)
+        w_kc, w_vc = w[:, :nope], w[:, nope:]
+        q_lat = torch.matmul(q_nope.transpose(0, 1), w_kc).transpose(0, 1)  # [T, H, C]
+        q_all = torch.cat((q_lat, q_pe), -1)
+        out = torch.zeros(t, h, c, dtype=q_all.dtype, device=q_all.device)
+
+        inner = self.mla_attn.mla_attn
+        metadata = _layer_metadata(inner.layer_name)
+        if metadata is not None and inner.kv_cache.numel() > 0:
+            rows = inner.kv_cache.view(-1, c + rope)
+            write_slots(rows, metadata.slot_mapping, latent)
+            views = request_views(metadata, positions, inner.kv_cache.shape[1])
+            if self.indexer is not None:
+                self.glm_shared.per_request = self._run_indexer(
+                    hidden_states, q_c, cis, positions, metadata, rows.shape[0], views
+                )
+            topks = self.glm_shared.per_request
+            if len(topks) != len(views):
+                raise RuntimeError("IndexShare: shared layer ran before any full indexer layer")
+            for view, topk in zip(views, topks, strict=True):
+                out[view.rows] = request_attention(
+                    q_all, rows, view, positions, topk, self.scaling, c
+                )
+        o = torch.matmul(out.transpose(0, 1), w_vc.transpose(1, 2)).transpose(0, 1)
+        return self.o_proj(o.reshape(t, h * self.v_head_dim))[0]
+
+    def _run_indexer(self, x, q_c, cis, positions, metadata, num_slots, views) -> list[Tensor]:
+        idx = self.indexer
+        r = idx.rope_dim
+        q = idx.wq_b(q_c).view(x.shape[0], idx.n_heads, idx.head_dim)
+        q = torch.cat((apply_rope_interleaved(q[None, ..., :r], cis)[0], q[..., r:]), -1)
+        k = idx.k_norm(idx.wk(x))
+        k = torch.cat((apply_rope_interleaved(k[None, :, :r], cis)[0], k[:, r:]), -1)
+        index_rows = self._index_rows(num_slots, x.device)
+        write_slots(index_rows, metadata.slot_mapping, k)
+        weights = idx.weights_proj(x.float()) * idx.n_heads**-0.5
+        scale = idx.head_dim**-0.5
+        return [request_topk(q, weights, index_rows, v, positions, idx.topk, scale) for v in views]
