@@ -1,0 +1,132 @@
+"""GLM-5.2 for SGLang: the in-tree GlmMoeDsa classes plus IndexShare checks and a startup log line.
+
+Subclasses of ``sglang.srt.models.glm4_moe.GlmMoeDsaForCausalLM`` / ``GlmMoeDsaForCausalLMNextN``
+(DSA, IndexShare, MTP, NVFP4 and weight loading are inherited). The names stay identical because
+SGLang keys the DSA backend, MLA KV pool, page size and MTP draft rewrite on them (spec §2.3).
+Added here: the config's ``indexer_types`` (as glm52_plugin.config resolves it) must match SGLang's
+own skip-topk schedule, shared-layer indexer tensors are dropped with a warning, and a full layer
+without its indexer tensors fails the load.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from sglang.srt.models import glm4_moe
+
+from glm52_plugin import __version__
+from glm52_plugin.config import Glm52Config
+from glm52_plugin.sglang.weights import IndexerWeightFilter, full_layers, shared_layers
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_config(hf_config: Any) -> Glm52Config:
+    """Our typed config from SGLang's HF config, with the indexer schedule checked against SGLang's."""
+    cfg = Glm52Config.from_dict(hf_config.to_dict())
+    check_indexer_schedule(cfg, hf_config)
+    return cfg
+
+
+def check_indexer_schedule(cfg: Glm52Config, hf_config: Any) -> None:
+    """Raise ValueError if SGLang would share top-k on other layers than cfg.indexer_types says.
+
+    SGLang decides per layer with ``dsa_layer_skips_topk`` (its own reading of indexer_types,
+    index_topk_pattern, index_topk_freq/offset); a disagreement means layers would be built
+    without the indexer the checkpoint (and our reference) has, or the other way round.
+    """
+    from sglang.srt.configs.model_config import dsa_layer_skips_topk
+
+    theirs = tuple(
+        "shared" if dsa_layer_skips_topk(hf_config, i) else "full"
+        for i in range(cfg.num_hidden_layers)
+    )
+    ours = tuple(cfg.indexer_types)
+    if theirs != ours:
+        diff = [
+            i for i in range(max(len(ours), len(theirs))) if ours[i : i + 1] != theirs[i : i + 1]
+        ]
+        raise ValueError(
+            "indexer_types disagree between glm52_plugin.config and SGLang's dsa_layer_skips_topk "
+            f"on layers {diff}: ours {_compact(ours)}, SGLang {_compact(theirs)}"
+        )
+
+
+def _compact(types: tuple[str, ...]) -> str:
+    return "".join("F" if t == "full" else "S" for t in types)
+
+
+def _log_active(cls_name: str, cfg: Glm52Config, extra: str = "") -> None:
+    full = len(full_layers(cfg.indexer_types))
+    logger.info(
+        "glm52_plugin %s: %s override active (indexer layers full=%d/shared=%d%s)",
+        __version__,
+        cls_name,
+        full,
+        len(cfg.indexer_types) - full,
+        extra,
+    )
+
+
+def _load_filtered(
+    load: Any, weights: Iterable[tuple[str, torch.Tensor]], filt: IndexerWeightFilter
+) -> Any:
+    result = load(filt(weights))
+    filt.check()
+    if filt.summary():
+        logger.warning("glm52_plugin: %s", filt.summary())
+    return result
+
+
+class GlmMoeDsaForCausalLM(glm4_moe.GlmMoeDsaForCausalLM):
+    """GLM-5.2 target model: in-tree SGLang class + glm52_plugin checks."""
+
+    def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
+        self.glm52_config = resolve_config(config)  # before any layer is built: fail fast
+        super().__init__(config, *args, **kwargs)
+        _log_active(type(self).__name__, self.glm52_config)
+
+    def load_weights(
+        self, weights: Iterable[tuple[str, torch.Tensor]], *args: Any, **kwargs: Any
+    ) -> Any:
+        types = self.glm52_config.indexer_types
+        filt = IndexerWeightFilter(shared=shared_layers(types), expected_full=full_layers(types))
+        return _load_filtered(
+            lambda w: super(GlmMoeDsaForCausalLM, self).load_weights(w, *args, **kwargs),
+            weights,
+            filt,
+        )
+
+
+class GlmMoeDsaForCausalLMNextN(glm4_moe.GlmMoeDsaForCausalLMNextN):
+    """GLM-5.2 MTP draft: in-tree SGLang class + a check that the MTP layer's indexer is in the checkpoint.
+
+    The MTP layer always builds an indexer; SGLang's NextN loader reads only that layer's names,
+    so decoder-layer tensors pass through untouched.
+    """
+
+    def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
+        self.glm52_config = resolve_config(config)
+        super().__init__(config, *args, **kwargs)
+        _log_active(
+            type(self).__name__,
+            self.glm52_config,
+            f", MTP layer {self.glm52_config.mtp_layer_index}",
+        )
+
+    def load_weights(
+        self, weights: Iterable[tuple[str, torch.Tensor]], *args: Any, **kwargs: Any
+    ) -> Any:
+        mtp = self.glm52_config.mtp_layer_index
+        filt = IndexerWeightFilter(shared=(), expected_full=() if mtp is None else (mtp,))
+        return _load_filtered(
+            lambda w: super(GlmMoeDsaForCausalLMNextN, self).load_weights(w, *args, **kwargs),
+            weights,
+            filt,
+        )
+
+
+EntryClass = [GlmMoeDsaForCausalLM, GlmMoeDsaForCausalLMNextN]
