@@ -1,0 +1,124 @@
+"""Stream a HF-layout GLM-5.2 checkpoint (BF16 or ModelOpt NVFP4) as reference-model tensors.
+
+Headers are validated first (names, shapes, dtypes, NVFP4 parts, exclusions); then shards are
+read one at a time and each NVFP4 linear is dequantised as soon as its parts are in, so memory
+holds the output model plus at most one shard's pending parts, never a second model copy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from torch import Tensor
+from tqdm import tqdm
+
+from glm52_plugin.checkpoint.names import split_nvfp4
+from glm52_plugin.checkpoint.quant import QuantConfig, QuantConfigError, read_quant_config
+from glm52_plugin.checkpoint.safetensors_header import CheckpointError, TensorInfo, read_headers
+from glm52_plugin.checkpoint.validate import Report, validate
+from glm52_plugin.config import ConfigError, Glm52Config
+from glm52_plugin.nvfp4 import dequantize
+
+log = logging.getLogger(__name__)
+MAX_LISTED = 10
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    directory: Path
+    config: Glm52Config
+    raw_config: dict[str, Any]
+    quant: QuantConfig | None
+    tensors: dict[str, TensorInfo]
+
+    @classmethod
+    def open(cls, directory: str | Path) -> Checkpoint:
+        """Read config, quantization description and all safetensors headers (no tensor data)."""
+        directory = Path(directory)
+        cfg_file = directory / "config.json"
+        try:
+            raw = json.loads(cfg_file.read_text())
+            cfg = Glm52Config.from_dict(raw)
+        except (OSError, json.JSONDecodeError, ConfigError) as e:
+            raise CheckpointError(f"{cfg_file}: {e}") from e
+        try:
+            quant = read_quant_config(directory, raw)
+        except QuantConfigError as e:
+            raise CheckpointError(str(e)) from e
+        return cls(directory, cfg, raw, quant, read_headers(directory))
+
+    def report(self) -> Report:
+        return validate(self.config, self.tensors, self.quant)
+
+    def check(self) -> Report:
+        """The report, or CheckpointError listing its errors."""
+        report = self.report()
+        if report.errors:
+            lines = [str(i) for i in report.errors[:MAX_LISTED]]
+            more = len(report.errors) - len(lines)
+            raise CheckpointError(
+                f"{self.directory}: {len(report.errors)} problem(s):\n  " + "\n  ".join(lines)
+                + (f"\n  ... and {more} more" if more > 0 else "")
+            )  # fmt: skip
+        for issue in report.issues:
+            log.warning("%s", issue)
+        return report
+
+    def stream(self, dtype: torch.dtype, progress: bool = True) -> Iterator[tuple[str, Tensor]]:
+        """Yield (reference-model name, tensor) shard by shard; NVFP4 weights come dequantised to
+        ``dtype``, other tensors in their stored dtype."""
+        report = self.check()
+        skip = set(report.ignored)
+        nvfp4 = set(report.nvfp4_modules)
+        parts_of: dict[str, set[str]] = {m: set() for m in nvfp4}
+        owner: dict[str, tuple[str, str]] = {}
+        for name in self.tensors:
+            split = split_nvfp4(name) or (name.removesuffix(".weight"), "weight")
+            if split[0] in nvfp4 and name not in skip:
+                owner[name] = split
+                parts_of[split[0]].add(split[1])
+        pending: dict[str, dict[str, Tensor]] = {}
+        files = sorted({info.file for info in self.tensors.values()})
+        for file in tqdm(files, desc="loading shards", unit="shard", disable=not progress):
+            with safe_open(file, framework="pt") as f:
+                for name in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+                    if name in skip:
+                        continue
+                    tensor = f.get_tensor(name)
+                    if name not in owner:
+                        yield name, tensor
+                        continue
+                    module, part = owner[name]
+                    got = pending.setdefault(module, {})
+                    got[part] = tensor
+                    if set(got) == parts_of[module]:
+                        del pending[module]
+                        yield f"{module}.weight", self._dequantize(module, got, dtype)
+        if pending:  # headers promised these parts; only a header/data mismatch gets here
+            raise CheckpointError(
+                f"{self.directory}: incomplete NVFP4 tensors {sorted(pending)[:5]}"
+            )
+
+    def _dequantize(self, module: str, parts: dict[str, Tensor], dtype: torch.dtype) -> Tensor:
+        def where(part: str) -> str:
+            return f"{self.tensors[f'{module}.{part}'].file}: {module}.{part}"
+
+        if not torch.isfinite(parts["weight_scale"].float()).all():
+            raise CheckpointError(f"{where('weight_scale')}: NaN/Inf block scales")
+        for part in ("weight_scale_2", "input_scale"):
+            if part in parts:
+                v = parts[part].float()
+                if not (torch.isfinite(v).all() and (v > 0).all()):
+                    raise CheckpointError(
+                        f"{where(part)}: {v.tolist()} is not a finite positive scale"
+                    )
+        return dequantize(
+            parts["weight"], parts["weight_scale"], parts["weight_scale_2"].reshape(()), dtype
+        )

@@ -1,0 +1,190 @@
+"""Check a checkpoint's headers against the config: names, shapes, dtypes, NVFP4 parts, precisions.
+
+Works on headers only (``safetensors_header``), so it is as cheap for 459 GB as for a toy.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Literal
+
+from glm52_plugin.checkpoint.names import (
+    KV_SCALE_SUFFIXES,
+    TensorSpec,
+    expected_tensors,
+    layer_of,
+    split_nvfp4,
+)
+from glm52_plugin.checkpoint.quant import QuantConfig, QuantConfigError
+from glm52_plugin.checkpoint.safetensors_header import TensorInfo
+from glm52_plugin.config import Glm52Config
+
+Level = Literal["error", "warning"]
+# vLLM builds these with quant_config=None whatever the exclude list says (router GateLinear,
+# the indexer's fused wk_weights_proj): they are BF16 in every ModelOpt checkpoint.
+NEVER_QUANTIZED = (".mlp.gate", ".indexer.wk", ".indexer.weights_proj")
+PRECISION = {"U8": "NVFP4", "BF16": "BF16", "F32": "FP32", "F16": "FP16", "F8_E4M3": "FP8"}
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    level: Level
+    where: str  # "file: tensor" or a file
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.level}: {self.where}: {self.message}"
+
+
+@dataclass(slots=True)
+class Report:
+    """What a checkpoint holds, by module group and precision."""
+
+    issues: list[Issue] = field(default_factory=list)
+    # group -> precision -> [params, bytes]
+    precision: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    nvfp4_modules: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # present, skipped on load (shared indexer)
+
+    @property
+    def errors(self) -> list[Issue]:
+        return [i for i in self.issues if i.level == "error"]
+
+    def add(self, group: str, precision: str, params: int, nbytes: int) -> None:
+        slot = self.precision.setdefault(group, {}).setdefault(precision, [0, 0])
+        slot[0] += params
+        slot[1] += nbytes
+
+
+def _where(info: TensorInfo | None, name: str) -> str:
+    return f"{info.file.name}: {name}" if info else name
+
+
+def _check_plain(r: Report, name: str, spec: TensorSpec, info: TensorInfo) -> None:
+    if info.shape != spec.shape:
+        r.issues.append(Issue("error", _where(info, name),
+                              f"shape {list(info.shape)}, expected {list(spec.shape)}"))  # fmt: skip
+    if info.dtype not in spec.dtypes:
+        # float-to-float differences still load (the loader casts); anything else cannot
+        level: Level = "warning" if info.dtype in ("F32", "F16", "BF16") else "error"
+        r.issues.append(Issue(level, _where(info, name),
+                              f"dtype {info.dtype}, expected {'/'.join(spec.dtypes)}"))  # fmt: skip
+    r.add(spec.group, PRECISION.get(info.dtype, info.dtype), info.numel, info.nbytes)
+
+
+def _check_nvfp4(
+    r: Report, module: str, spec: TensorSpec, parts: dict[str, TensorInfo], quantized: bool
+) -> None:
+    w = parts.get("weight")
+    where = _where(w, module + ".weight")
+    if not quantized:
+        r.issues.append(Issue("error", where, "NVFP4 tensors, but the quantization config "
+                              "excludes this module (or there is none)"))  # fmt: skip
+    n, k = spec.shape
+    want = {"weight": ("U8", (n, k // 2)), "weight_scale": ("F8_E4M3", (n, k // 16))}
+    for part, (dtype, shape) in want.items():
+        info = parts.get(part)
+        if info is None:
+            r.issues.append(Issue("error", where, f"NVFP4 weight lacks {module}.{part}"))
+            continue
+        if info.dtype != dtype or info.shape != shape:
+            r.issues.append(Issue("error", _where(info, f"{module}.{part}"),
+                                  f"{info.dtype} {list(info.shape)}, expected {dtype} "
+                                  f"{list(shape)}"))  # fmt: skip
+    for part in ("weight_scale_2", "input_scale"):
+        info = parts.get(part)
+        if info is None:
+            if part == "weight_scale_2":
+                r.issues.append(Issue("error", where, f"NVFP4 weight lacks {module}.{part}"))
+            continue
+        if info.dtype != "F32" or info.numel != 1:
+            r.issues.append(Issue("error", _where(info, f"{module}.{part}"),
+                                  f"{info.dtype} {list(info.shape)}, expected an F32 scalar"))  # fmt: skip
+    r.nvfp4_modules.append(module)
+    for info in parts.values():
+        params = n * k if info.name.endswith(".weight") else 0
+        r.add(spec.group, "NVFP4", params, info.nbytes)
+
+
+def _layer_count_issue(cfg: Glm52Config, unexpected: list[str]) -> Issue | None:
+    last = cfg.num_hidden_layers + (0 if cfg.mtp_layer_index is None else 1) - 1
+    beyond = sorted({lay for n in unexpected if (lay := layer_of(n)) is not None and lay > last})
+    if beyond:
+        return Issue("error", "config.json", f"num_hidden_layers={cfg.num_hidden_layers} "
+                     f"(+{cfg.num_nextn_predict_layers} MTP) but the tensors have layers up to "
+                     f"{beyond[-1]}")  # fmt: skip
+    return None
+
+
+def validate(cfg: Glm52Config, tensors: dict[str, TensorInfo], quant: QuantConfig | None) -> Report:
+    """Compare checkpoint headers with the layout ``cfg`` and ``quant`` imply."""
+    r = Report()
+    expected = expected_tensors(cfg)
+    side: dict[str, dict[str, TensorInfo]] = defaultdict(dict)
+    plain: dict[str, TensorInfo] = {}
+    for name, info in tensors.items():
+        split = split_nvfp4(name)
+        if split is not None and split[1] in KV_SCALE_SUFFIXES:
+            r.ignored.append(name)  # FP8 KV-cache scales: engine-only
+        elif split is not None:
+            side[split[0]][split[1]] = info
+        elif info.dtype == "U8" and name.endswith(".weight"):
+            side[name[: -len(".weight")]]["weight"] = info
+        else:
+            plain[name] = info
+    quant_error: set[str] = set()
+    for name, spec in expected.items():
+        module = name[: -len(".weight")] if spec.linear else name
+        quantized = False
+        if quant is not None and spec.linear:
+            try:
+                quantized = quant.is_quantized(module) and not module.endswith(NEVER_QUANTIZED)
+            except QuantConfigError as e:
+                if module not in quant_error:
+                    r.issues.append(Issue("error", quant.source, str(e).split(": ", 1)[-1]))
+                    quant_error.update({module})
+        if module in side and spec.linear:
+            _check_nvfp4(r, module, spec, side.pop(module), quantized)
+        elif name in plain:
+            info = plain.pop(name)
+            if quantized and info.dtype != "U8":
+                r.issues.append(Issue("error", _where(info, name), f"{info.dtype} weight, but the "
+                                      "quantization config makes this module NVFP4 (weight_scale "
+                                      "missing)"))  # fmt: skip
+            _check_plain(r, name, spec, info)
+        elif not spec.optional:
+            r.issues.append(Issue("error", name, "missing from the checkpoint"))
+    # what remains was not expected
+    for parts in side.values():
+        plain.update({p.name: p for p in parts.values()})
+    unexpected = []
+    for name, info in sorted(plain.items()):
+        lay = layer_of(name)
+        in_range = lay is not None and lay < cfg.num_hidden_layers
+        if ".self_attn.indexer." in name and in_range and not cfg.has_indexer(lay):
+            r.issues.append(Issue("warning", _where(info, name),
+                                  f"indexer tensor on shared IndexShare layer {lay}; ignored"))  # fmt: skip
+            r.ignored.append(name)
+        else:
+            unexpected.append(name)
+            r.issues.append(Issue("error", _where(info, name), "unexpected tensor"))
+    layer_issue = _layer_count_issue(cfg, unexpected)
+    if layer_issue:
+        r.issues.insert(0, layer_issue)
+    _check_experts_agree(r, cfg)
+    return r
+
+
+def _check_experts_agree(r: Report, cfg: Glm52Config) -> None:
+    """Engines run one fused-MoE kernel per layer: its experts must share a precision."""
+    per_layer: dict[int, set[str]] = defaultdict(set)
+    for m in r.nvfp4_modules:
+        if ".mlp.experts." in m:
+            per_layer[layer_of(m) or 0].add(m)
+    for lay, mods in per_layer.items():
+        want = 3 * cfg.n_routed_experts
+        if len(mods) != want:
+            r.issues.append(Issue("error", f"model.layers.{lay}.mlp.experts",
+                                  f"{len(mods)} of {want} expert linears are NVFP4; a fused MoE "
+                                  "layer needs all or none"))  # fmt: skip
