@@ -144,6 +144,8 @@ def validate(cfg: Glm52Config, tensors: dict[str, TensorInfo], quant: QuantConfi
                 if module not in quant_error:
                     r.issues.append(Issue("error", quant.source, str(e).split(": ", 1)[-1]))
                     quant_error.update({module})
+        if module in side and spec.linear and name in plain and "weight" not in side[module]:
+            side[module]["weight"] = plain.pop(name)  # scales present: a mis-typed NVFP4 weight
         if module in side and spec.linear:
             _check_nvfp4(r, module, spec, side.pop(module), quantized)
         elif name in plain:

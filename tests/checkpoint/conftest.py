@@ -33,10 +33,11 @@ def edit_tensors(directory: Path, edit: Callable[[dict[str, torch.Tensor]], None
         tensors = load_file(directory / file)
         before = set(tensors)
         edit(tensors)
-        if set(tensors) != before or True:
-            save_file(tensors, directory / file, {"format": "pt"})
+        save_file(tensors, directory / file, {"format": "pt"})
         for gone in before - set(tensors):
             del index["weight_map"][gone]
+        for new in set(tensors) - before:
+            index["weight_map"][new] = file
     index_file.write_text(json.dumps(index))
 
 
