@@ -63,12 +63,14 @@ def _register_once() -> bool:
     registry = sys.modules.get(REGISTRY_MODULE)
     if registry is not None:
         _override(registry)
+        when = "applied now"
     else:
         sys.meta_path.insert(0, _AfterImport(REGISTRY_MODULE, _override))
+        when = "applied when SGLang's model registry loads"
     _log(
         logging.INFO,
         f"glm52_plugin {__version__} active (pid {os.getpid()}): {', '.join(ARCHS)} -> "
-        f"{MODELS_PACKAGE} (applied when SGLang's model registry loads); parsers: {parsers}",
+        f"{MODELS_PACKAGE} ({when}); parsers: {parsers}",
     )
     return True
 

@@ -85,8 +85,9 @@ class GlmMoeDsaForCausalLM(glm4_moe.GlmMoeDsaForCausalLM):
     """GLM-5.2 target model: in-tree SGLang class + glm52_plugin checks."""
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
-        self.glm52_config = resolve_config(config)  # before any layer is built: fail fast
+        cfg = resolve_config(config)  # before any layer is built: fail fast
         super().__init__(config, *args, **kwargs)
+        self.glm52_config = cfg
         _log_active(type(self).__name__, self.glm52_config)
 
     def load_weights(
@@ -109,8 +110,9 @@ class GlmMoeDsaForCausalLMNextN(glm4_moe.GlmMoeDsaForCausalLMNextN):
     """
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
-        self.glm52_config = resolve_config(config)
+        cfg = resolve_config(config)
         super().__init__(config, *args, **kwargs)
+        self.glm52_config = cfg
         _log_active(
             type(self).__name__,
             self.glm52_config,
