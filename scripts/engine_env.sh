@@ -34,6 +34,9 @@ flock 9
 build() {
     "$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' ||
         { log "$py is not Python 3.11"; exit 1; }
+    # Leftovers of killed builds of this environment (SIGKILL skips the trap below); we hold the
+    # lock, so none of them belongs to a live builder.
+    rm -rf "$root/.$engine-$hash.building."*
     local tmp
     tmp=$(mktemp -d "$root/.$engine-$hash.building.XXXXXX")
     # shellcheck disable=SC2064  # expand $tmp now: it is local and gone when the trap fires
