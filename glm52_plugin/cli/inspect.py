@@ -51,7 +51,7 @@ def summarize(directory: Path) -> dict[str, Any]:
                 "index_n_heads",
                 "index_head_dim",
             )
-        },  # fmt: skip
+        },
         "indexshare": {
             "full_layers": list(cfg.full_layers),
             "mtp_layer": cfg.mtp_layer_index,
@@ -68,11 +68,11 @@ def summarize(directory: Path) -> dict[str, Any]:
             "kv_cache_algo": ckpt.quant.kv_cache_algo,
             "exclude": list(ckpt.quant.exclude),
             "source": ckpt.quant.source,
-        },  # fmt: skip
+        },
         "precision": {
             g: {p: {"params": v[0], "bytes": v[1]} for p, v in d.items()}
             for g, d in report.precision.items()
-        },  # fmt: skip
+        },
         "nvfp4_linears": len(report.nvfp4_modules),
         "tensors": len(ckpt.tensors),
         "files": len({i.file for i in ckpt.tensors.values()}),

@@ -69,9 +69,8 @@ def active_params(cfg: Glm52Config) -> int:
             or name.startswith(f"model.layers.{cfg.mtp_layer_index}.")
         ):
             continue
-        if ".mlp.experts." in name:
-            if int(name.split(".")[5]) >= cfg.num_experts_per_tok:
-                continue  # top-k of the routed experts are active
+        if ".mlp.experts." in name and int(name.split(".")[5]) >= cfg.num_experts_per_tok:
+            continue  # top-k of the routed experts are active
         total += math.prod(spec.shape)
     return total
 
