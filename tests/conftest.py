@@ -30,6 +30,17 @@ def toy_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]
     return {n: make_toy(root / f"toy{n}", layers=n, seed=0, progress=False) for n in TOY_LAYERS}
 
 
+@pytest.fixture(scope="session")
+def toy_nvfp4_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    from glm52_plugin.toy import make_toy
+
+    root = tmp_path_factory.mktemp("toys-nvfp4")
+    return {
+        n: make_toy(root / f"toy{n}-nvfp4", layers=n, seed=0, nvfp4=True, progress=False)
+        for n in TOY_LAYERS
+    }
+
+
 @pytest.fixture
 def toy_checkpoint(toy_checkpoints: dict[int, Path], toy_layers: int) -> Path:
     return toy_checkpoints[toy_layers]

@@ -62,7 +62,8 @@ class GlmMoeDsaForCausalLM(DeepseekV2ForCausalLM):
             param.data.copy_(tensor)
             own.add(name)
 
-        stream = route_checkpoint_weights(weights, self.glm_config, params.keys(), load_own)
+        dtype = self.lm_head.weight.dtype
+        stream = route_checkpoint_weights(weights, self.glm_config, params.keys(), load_own, dtype)
         loaded = super().load_weights(stream) | own
         missing = sorted(n for n in params if ".indexer." in n and n not in loaded)
         if missing:

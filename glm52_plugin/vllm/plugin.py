@@ -66,6 +66,9 @@ def _register_once() -> tuple[str, ...]:
 
     for arch, target in MODELS.items():
         registry.register_model(arch, target)
+    from glm52_plugin.vllm.cpu_nvfp4 import allow_fp32_nvfp4_on_cpu
+
+    allow_fp32_nvfp4_on_cpu()
     parsers = _register_parsers()
     registered = ", ".join(f"{arch} -> {target}" for arch, target in MODELS.items())
     _log(

@@ -45,14 +45,15 @@ def route_checkpoint_weights(
     cfg: Glm52Config,
     param_names: Collection[str],
     load_own: Callable[[str, torch.Tensor], None],
+    dtype: torch.dtype = torch.bfloat16,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield what vLLM's DeepseekV2 loader should load; handle the rest here.
 
     - indexer tensors of decoder layers go to ``load_own`` (our indexer modules); those of shared
       IndexShare layers are dropped with one warning per layer (old full-indexer checkpoints);
     - ModelOpt NVFP4 linears (uint8 weight + weight_scale + weight_scale_2 [+ input_scale]) are
-      dequantised to bf16 as soon as their parts are complete, so memory holds one linear at a
-      time, not a second model copy.
+      dequantised to ``dtype`` (the model's: a bf16 detour would round the fp32 global scale
+      away) as soon as their parts are complete, so memory holds one linear at a time.
     """
     pending: dict[str, dict[str, torch.Tensor]] = {}
     warned: set[int] = set()
@@ -77,7 +78,7 @@ def route_checkpoint_weights(
         group = pending.setdefault(prefix, {})
         group[part] = tensor
         if all(p in group for p in _NVFP4_PARTS[:3]):
-            yield f"{prefix}.weight", _dequantize(prefix, pending.pop(prefix))
+            yield f"{prefix}.weight", _dequantize(prefix, pending.pop(prefix), dtype)
     incomplete = {p: sorted(g) for p, g in pending.items() if set(g) - {"input_scale"}}
     if incomplete:
         prefix, parts = next(iter(incomplete.items()))
@@ -96,12 +97,10 @@ def _nvfp4_part(name: str, tensor: torch.Tensor) -> tuple[str | None, str]:
     return None, ""
 
 
-def _dequantize(prefix: str, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+def _dequantize(prefix: str, parts: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
     from glm52_plugin.nvfp4 import dequantize
 
     try:
-        return dequantize(
-            parts["weight"], parts["weight_scale"], parts["weight_scale_2"], torch.bfloat16
-        )
+        return dequantize(parts["weight"], parts["weight_scale"], parts["weight_scale_2"], dtype)
     except (ValueError, RuntimeError) as e:
         raise ValueError(f"{prefix}: cannot dequantize NVFP4 tensors: {e}") from e

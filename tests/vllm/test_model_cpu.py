@@ -24,8 +24,13 @@ MAX_TOKENS = 32
 LOGPROB_TOLERANCE = 1e-3
 
 
-def run_vllm(checkpoint: Path, prompts: list[list[int]], quantization: str | None = None) -> dict:
-    cmd = [sys.executable, str(RUNNER), str(checkpoint), "float32", str(MAX_TOKENS),
+def run_vllm(
+    checkpoint: Path,
+    prompts: list[list[int]],
+    quantization: str | None = None,
+    dtype: str = "float32",
+) -> dict:
+    cmd = [sys.executable, str(RUNNER), str(checkpoint), dtype, str(MAX_TOKENS),
            json.dumps(prompts)] + (["--quantization", quantization] if quantization else [])  # fmt: skip
     env = {**os.environ, "VLLM_LOGGING_LEVEL": "INFO"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
@@ -65,6 +70,23 @@ def test_offline_greedy_equals_reference(toy_checkpoints, layers, tmp_path) -> N
     ref = Glm52ForCausalLM.from_pretrained(path, dtype=torch.float32, progress=False)
     for prompt, tokens, logprobs in zip(prompts, result["tokens"], result["logprobs"], strict=True):
         assert len(prompt) > ref.config.index_topk  # sparse selection is exercised
+        want_tokens, want_logprobs = reference_path(ref, prompt, MAX_TOKENS)
+        assert tokens == want_tokens
+        assert (
+            max(abs(a - b) for a, b in zip(logprobs, want_logprobs, strict=True))
+            < LOGPROB_TOLERANCE
+        )
+
+
+@pytest.mark.parametrize("layers", [2, 8])
+def test_offline_nvfp4_with_stock_quantization_flag(toy_nvfp4_checkpoints, layers) -> None:
+    """--quantization modelopt_fp4: the plugin dequantises the routed experts while loading (no
+    NVFP4 kernels on CPU) and lets that run in fp32, so tokens equal the reference exactly."""
+    path = toy_nvfp4_checkpoints[layers]
+    prompts = [prompt_ids(40, seed=0)[0].tolist(), prompt_ids(23, seed=1)[0].tolist()]
+    result = run_vllm(path, prompts, quantization="modelopt_fp4")
+    ref = Glm52ForCausalLM.from_pretrained(path, dtype=torch.float32, progress=False)
+    for prompt, tokens, logprobs in zip(prompts, result["tokens"], result["logprobs"], strict=True):
         want_tokens, want_logprobs = reference_path(ref, prompt, MAX_TOKENS)
         assert tokens == want_tokens
         assert (
