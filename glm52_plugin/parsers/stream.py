@@ -1,0 +1,186 @@
+"""One linear-time state machine for GLM-5.x output: reasoning, content and tool calls.
+
+States and the tags each one recognises (anything else is text of the current channel):
+
+    REASONING  `<think>` (dropped), `</think>` -> CONTENT, `<tool_call>` -> TOOL
+    CONTENT    `<tool_call>` -> TOOL (only when tool calls are parsed)
+    TOOL       `</tool_call>` -> CONTENT, `<tool_call>` -> TOOL (the open call was malformed)
+
+A tool call is emitted whole when `</tool_call>` arrives, so a call that turns out malformed,
+unterminated or undeclared has never been half-sent: its exact text becomes content instead.
+Each `feed` touches only the new text plus a held-back tail shorter than the longest tag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from enum import Enum
+from typing import Any
+
+from glm52_plugin.parsers.arguments import build_tool_call
+from glm52_plugin.parsers.types import (
+    ContentText,
+    Event,
+    ParseResult,
+    ReasoningText,
+    ToolCallDone,
+    new_tool_call_id,
+)
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
+
+
+class State(Enum):
+    REASONING = "reasoning"
+    CONTENT = "content"
+    TOOL = "tool"
+
+
+class GlmStreamParser:
+    """Feed text deltas, get ordered events; `finish()` flushes what is held back.
+
+    thinking: the turn starts inside reasoning (GLM's generation prompt ends in `<think>`).
+    parse_reasoning / parse_tools: which structures to recognise; with tools off, a
+    `<tool_call>` still ends reasoning but stays content text (the reasoning-only view).
+    """
+
+    def __init__(
+        self,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        thinking: bool = True,
+        parse_reasoning: bool = True,
+        parse_tools: bool = True,
+        make_id: Callable[[], str] = new_tool_call_id,
+    ) -> None:
+        self.tools = tools
+        self.parse_tools = parse_tools
+        self._make_id = make_id
+        self.state = State.REASONING if thinking and parse_reasoning else State.CONTENT
+        self.reasoning_ended = self.state is State.CONTENT
+        self._pending = ""  # tail that may be the start of a tag
+        self._call: list[str] = []  # body of the open tool call
+        self._events: list[Event] = []
+        # Whitespace-only content next to tool calls is dropped (vLLM and SGLang agree); hold it
+        # until we know, so streaming ends with the same content as the one-shot parse.
+        self._held_ws = ""
+        self._content_seen = False
+        self.calls_emitted = 0
+
+    # -- public API -------------------------------------------------------------------
+
+    def feed(self, text: str) -> list[Event]:
+        buf = self._pending + text
+        self._pending = ""
+        i = 0
+        n = len(buf)
+        while i < n:
+            tags = self._tags()
+            j = buf.find("<", i) if tags else -1
+            if j < 0:
+                self._emit(buf[i:])
+                break
+            tag = next((t for t in tags if buf.startswith(t, j)), None)
+            if tag is not None:
+                self._emit(buf[i:j])
+                self._on_tag(tag)
+                i = j + len(tag)
+                continue
+            rest = buf[j:]
+            if any(t.startswith(rest) for t in tags):  # only a cut-off tag can match here
+                self._emit(buf[i:j])
+                self._pending = rest
+                break
+            self._emit(buf[i : j + 1])
+            i = j + 1
+        return self._take()
+
+    def finish(self) -> list[Event]:
+        pending, self._pending = self._pending, ""
+        self._emit(pending)
+        if self.state is State.TOOL:  # unterminated call: its text is content
+            self.state = State.CONTENT
+            self._content(CALL_OPEN + "".join(self._call))
+            self._call = []
+        elif self.state is State.REASONING:
+            self.state = State.CONTENT
+            self.reasoning_ended = True
+        if self._held_ws and not self.calls_emitted:
+            self._events.append(ContentText(self._held_ws))
+        self._held_ws = ""
+        return self._take()
+
+    @classmethod
+    def parse(
+        cls, text: str, tools: Sequence[Mapping[str, Any]] | None = None, **kw: Any
+    ) -> ParseResult:
+        """Whole output at once; same machine, so it agrees with any streamed split."""
+        p = cls(tools, **kw)
+        events = p.feed(text) + p.finish()
+        reasoning = "".join(e.text for e in events if isinstance(e, ReasoningText))
+        content = "".join(e.text for e in events if isinstance(e, ContentText))
+        calls = [e.call for e in events if isinstance(e, ToolCallDone)]
+        return ParseResult(reasoning or None, content or None, calls)
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _tags(self) -> tuple[str, ...]:
+        if self.state is State.REASONING:
+            return (THINK_CLOSE, THINK_OPEN, CALL_OPEN)
+        if self.state is State.TOOL:
+            return (CALL_CLOSE, CALL_OPEN)
+        return (CALL_OPEN,) if self.parse_tools else ()
+
+    def _take(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    def _emit(self, text: str) -> None:
+        if not text:
+            return
+        if self.state is State.REASONING:
+            self._events.append(ReasoningText(text))
+        elif self.state is State.TOOL:
+            self._call.append(text)
+        else:
+            self._content(text)
+
+    def _content(self, text: str) -> None:
+        if self._content_seen or not self.parse_tools:
+            self._events.append(ContentText(text))
+        elif text.isspace():
+            self._held_ws += text
+        else:
+            self._content_seen = True
+            self._events.append(ContentText(self._held_ws + text))
+            self._held_ws = ""
+
+    def _on_tag(self, tag: str) -> None:
+        if self.state is State.REASONING:
+            if tag == THINK_OPEN:
+                return  # a repeated opener; the prompt already opened reasoning
+            self.state = State.CONTENT
+            self.reasoning_ended = True
+            if tag == CALL_OPEN:
+                # GLM-5 may call a tool straight from reasoning (vLLM 0.33, SGLang Glm45Detector)
+                if self.parse_tools:
+                    self.state = State.TOOL
+                else:
+                    self._content(CALL_OPEN)
+            return
+        if self.state is State.CONTENT:  # only CALL_OPEN is active here
+            self.state = State.TOOL
+            return
+        body = "".join(self._call)
+        self._call = []
+        if tag == CALL_OPEN:  # GLM never nests calls: the open one was malformed
+            self._content(CALL_OPEN + body)
+            return
+        self.state = State.CONTENT
+        call = build_tool_call(body, self.tools, self._make_id)
+        if call is None:
+            self._content(CALL_OPEN + body + CALL_CLOSE)
+        else:
+            self.calls_emitted += 1
+            self._events.append(ToolCallDone(call))
