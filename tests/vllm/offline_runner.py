@@ -15,6 +15,7 @@ def main() -> None:
     p.add_argument("max_tokens", type=int)
     p.add_argument("prompts", help="JSON list of token-id lists")
     p.add_argument("--quantization")
+    p.add_argument("--mtp", type=int, default=0, help="MTP speculative decoding draft tokens")
     args = p.parse_args()
 
     from vllm import LLM, SamplingParams
@@ -30,6 +31,9 @@ def main() -> None:
         max_num_seqs=4,
         skip_tokenizer_init=True,
         seed=0,
+        speculative_config=(
+            {"method": "mtp", "num_speculative_tokens": args.mtp} if args.mtp else None
+        ),
     )
     model_cls = llm.llm_engine.model_config.architectures
     params = SamplingParams(

@@ -29,15 +29,16 @@ def run_vllm(
     prompts: list[list[int]],
     quantization: str | None = None,
     dtype: str = "float32",
+    mtp: int = 0,
 ) -> dict:
     cmd = [sys.executable, str(RUNNER), str(checkpoint), dtype, str(MAX_TOKENS),
-           json.dumps(prompts)] + (["--quantization", quantization] if quantization else [])  # fmt: skip
+           json.dumps(prompts)] + (["--quantization", quantization] if quantization else []) + ["--mtp", str(mtp)]  # fmt: skip
     env = {**os.environ, "VLLM_LOGGING_LEVEL": "INFO"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert lines, proc.stdout[-2000:]
-    return json.loads(lines[-1][len("RESULT ") :]) | {"log": proc.stderr}
+    return json.loads(lines[-1][len("RESULT ") :]) | {"log": proc.stdout + proc.stderr}
 
 
 def reference_path(
@@ -93,6 +94,18 @@ def test_offline_nvfp4_with_stock_quantization_flag(toy_nvfp4_checkpoints, layer
             max(abs(a - b) for a, b in zip(logprobs, want_logprobs, strict=True))
             < LOGPROB_TOLERANCE
         )
+
+
+def test_mtp_speculative_decoding_returns_reference_greedy_tokens(toy_checkpoints) -> None:
+    """--speculative-config '{"method": "mtp", "num_speculative_tokens": 3}' drafts with the
+    plugin's DeepseekV32MTPModel (layer num_hidden_layers) and verification keeps greedy exact."""
+    path = toy_checkpoints[2]
+    prompts = [prompt_ids(40, seed=0)[0].tolist()]
+    result = run_vllm(path, prompts, mtp=3)
+    assert "Resolved architecture: DeepseekV32MTPModel" in result["log"]
+    assert "Loading drafter model" in result["log"]
+    ref = Glm52ForCausalLM.from_pretrained(path, dtype=torch.float32, progress=False)
+    assert result["tokens"][0] == reference_path(ref, prompts[0], MAX_TOKENS)[0]
 
 
 def test_missing_full_layer_indexer_fails_clearly(toy_checkpoints, tmp_path) -> None:

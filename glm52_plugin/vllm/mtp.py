@@ -1,0 +1,74 @@
+"""vLLM MTP draft model for GLM-5.2 (registered under ``DeepseekV32MTPModel``, the arch vLLM's
+speculative config rewrites GLM-5.x to), built on vLLM's ``DeepSeekMTP``.
+
+As the main model on CPU: the MTP decoder block is built from a DSA-free twin of the draft config
+and gets the plugin's DSA attention with its own full indexer. vLLM's proposer reuses the
+indexer across draft steps only through its CUDA sparse backends; here the MTP indexer runs on
+every draft step, which changes which keys a draft step sees, never what greedy verification
+accepts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+
+import torch
+from vllm.model_executor.models.deepseek_mtp import DeepSeekMTP
+
+from glm52_plugin.config import Glm52Config
+from glm52_plugin.vllm.attention import SharedTopk, install_dsa
+from glm52_plugin.vllm.weights import dense_twin_config
+
+
+def _glm_config(hf_config) -> Glm52Config:
+    d = hf_config.to_dict()
+    d["model_type"] = "glm_moe_dsa"  # vLLM renamed the draft config to deepseek_mtp
+    return Glm52Config.from_dict(d)
+
+
+class DeepseekV32MTPModel(DeepSeekMTP):
+    def __init__(self, *, vllm_config, prefix: str = "") -> None:
+        model_config = vllm_config.model_config
+        draft_config = vllm_config.speculative_config.draft_model_config
+        hf_config = model_config.hf_config
+        glm_config = _glm_config(hf_config)
+        twin = dense_twin_config(hf_config)
+        saved = (model_config.hf_config, draft_config.hf_config, vllm_config.quant_config)
+        model_config.hf_config = draft_config.hf_config = twin
+        vllm_config.quant_config = None  # the MTP layer is BF16 in GLM-5.2-NVFP4 checkpoints
+        try:
+            super().__init__(vllm_config=vllm_config, prefix=prefix)
+        finally:
+            model_config.hf_config, draft_config.hf_config, vllm_config.quant_config = saved
+        self.glm_config = glm_config
+        layer = glm_config.mtp_layer_index
+        block = self.model.layers[str(layer)].mtp_block
+        install_dsa(block.self_attn, glm_config, layer, SharedTopk())
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+        layer = self.glm_config.mtp_layer_index
+        pattern = re.compile(rf"^model\.layers\.{layer}\.self_attn\.indexer\.(.+)$")
+        params = dict(self.named_parameters())
+        own: set[str] = set()
+
+        def stream() -> Iterator[tuple[str, torch.Tensor]]:
+            for name, tensor in weights:
+                m = pattern.match(name)
+                if m is None:
+                    yield name, tensor
+                    continue
+                target = f"model.layers.{layer}.mtp_block.self_attn.indexer.{m.group(1)}"
+                param = params[target]
+                if tuple(param.shape) != tuple(tensor.shape):
+                    raise ValueError(
+                        f"{name}: checkpoint shape {tuple(tensor.shape)}, model {tuple(param.shape)}"
+                    )
+                param.data.copy_(tensor)
+                own.add(target)
+
+        loaded = super().load_weights(stream()) | own
+        missing = sorted(n for n in params if ".indexer." in n and n not in loaded)
+        if missing:
+            raise ValueError(f"checkpoint lacks the MTP layer's indexer tensors: {missing}")
+        return loaded
