@@ -19,7 +19,7 @@ from vllm.model_executor.models.deepseek_v2 import DeepseekV2ForCausalLM
 
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.vllm.attention import SharedTopk, install_dsa
-from glm52_plugin.vllm.weights import dense_twin_config, route_checkpoint_weights
+from glm52_plugin.vllm.weights import copy_checked, dense_twin_config, route_checkpoint_weights
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,7 @@ class GlmMoeDsaForCausalLM(DeepseekV2ForCausalLM):
         own: set[str] = set()
 
         def load_own(name: str, tensor: torch.Tensor) -> None:
-            param = params[name]
-            if tuple(param.shape) != tuple(tensor.shape):
-                raise ValueError(
-                    f"{name}: checkpoint shape {tuple(tensor.shape)}, model {tuple(param.shape)}"
-                )
-            param.data.copy_(tensor)
+            copy_checked(name, params[name], tensor)
             own.add(name)
 
         dtype = self.lm_head.weight.dtype

@@ -18,7 +18,7 @@ from vllm.model_executor.models.deepseek_mtp import DeepSeekMTP
 
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.vllm.attention import SharedTopk, install_dsa
-from glm52_plugin.vllm.weights import dense_twin_config
+from glm52_plugin.vllm.weights import copy_checked, dense_twin_config
 
 
 def _glm_config(hf_config) -> Glm52Config:
@@ -59,12 +59,7 @@ class DeepseekV32MTPModel(DeepSeekMTP):
                     yield name, tensor
                     continue
                 target = f"model.layers.{layer}.mtp_block.self_attn.indexer.{m.group(1)}"
-                param = params[target]
-                if tuple(param.shape) != tuple(tensor.shape):
-                    raise ValueError(
-                        f"{name}: checkpoint shape {tuple(tensor.shape)}, model {tuple(param.shape)}"
-                    )
-                param.data.copy_(tensor)
+                copy_checked(name, params[target], tensor)
                 own.add(target)
 
         loaded = super().load_weights(stream()) | own

@@ -88,6 +88,15 @@ def route_checkpoint_weights(
         )
 
 
+def copy_checked(name: str, param: torch.Tensor, tensor: torch.Tensor) -> None:
+    """param <- tensor, refusing a shape mismatch with the checkpoint name in the message."""
+    if tuple(param.shape) != tuple(tensor.shape):
+        raise ValueError(
+            f"{name}: checkpoint shape {tuple(tensor.shape)}, model {tuple(param.shape)}"
+        )
+    param.data.copy_(tensor)
+
+
 def _nvfp4_part(name: str, tensor: torch.Tensor) -> tuple[str | None, str]:
     for part in ("weight_scale_2", "weight_scale", "input_scale"):
         if name.endswith("." + part):
