@@ -68,7 +68,8 @@ def test_tool_case_streamed(case: dict[str, Any]) -> None:
     assert content == case["content"]
     assert _strict_calls(calls) == _expected_calls(case)
     if case.get("calls_only_in_last_chunk"):
-        assert all(not d.tool_calls for d in deltas[:-2]) and deltas[-2].tool_calls
+        assert all(not d.tool_calls for d in deltas[:-2])
+        assert deltas[-2].tool_calls
     if "first_chunk_content" in case:
         assert deltas[0].content == case["first_chunk_content"]
 
@@ -123,4 +124,4 @@ def test_full_turn_reasoning_then_call_inside_think() -> None:
     assert summary(stream([text], TOOLSETS["sglang"])) == want
     assert summary(stream(list(text), TOOLSETS["sglang"])) == want
     result = GlmStreamParser.parse(text, TOOLSETS["sglang"])
-    assert (result.reasoning, result.content, len(result.tool_calls)) == want[0:2] + (1,)
+    assert (result.reasoning, result.content, len(result.tool_calls)) == (*want[0:2], 1)

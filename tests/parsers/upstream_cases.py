@@ -196,13 +196,13 @@ REASONING_CASES: list[dict[str, Any]] = [
 
 # vLLM tests/parser/engine/test_glm47_moe.py, token ids replaced by token texts ("T" = text).
 TS, TE, CS, CE = "<think>", "</think>", "<tool_call>", "</tool_call>"
-A, O, U = "<|assistant|>", "<|observation|>", "<|user|>"
+ASST, OBS, USER = "<|assistant|>", "<|observation|>", "<|user|>"
 IS_REASONING_END_CASES: list[tuple[str, list[str], bool, bool]] = [
     ("open_reasoning", [TS, "T"], True, False),
     ("think_end", [TS, "T", TE, "T"], True, True),
     ("tool_call_without_think_end", [TS, "T", CS, "T"], True, True),
-    ("previous_turn_tool_call_ignored", [TS, "T", CS, "T", CE, O, "T", A], True, False),
-    ("previous_turn_think_end_ignored", [TS, "T", TE, "T", U, "T", A], True, False),
+    ("previous_turn_tool_call_ignored", [TS, "T", CS, "T", CE, OBS, "T", ASST], True, False),
+    ("previous_turn_think_end_ignored", [TS, "T", TE, "T", USER, "T", ASST], True, False),
     ("empty_input", [], True, False),
     ("thinking_disabled", [TS, "T"], False, True),
 ]
@@ -212,7 +212,7 @@ CONTENT_START_CASES: list[tuple[str, list[str], bool, int]] = [
     ("every_tool_call_after_think_end_kept", [TE, "20", CS, "30", CE, "21", CS, "31", CE], True, 1),
     ("falls_back_to_tool_call", [TS, "T", CS, "30", CE], True, 2),
     ("falls_back_to_first_tool_call_of_turn", [TS, "T", CS, "30", CE, CS, "31", CE], True, 2),
-    ("previous_turn_tool_call_ignored", [CS, "30", CE, O, "T", A, TS, "T"], True, 0),
+    ("previous_turn_tool_call_ignored", [CS, "30", CE, OBS, "T", ASST, TS, "T"], True, 0),
     ("no_markers_returns_input_ids", ["20", "21"], True, 0),
     ("thinking_disabled", [TS, "T", CS], False, 0),
 ]

@@ -1,0 +1,127 @@
+"""SGLang adapters: our GLM-5.x parsers under SGLang's stock names `glm47` / `glm45`.
+
+Thin on purpose: every parsing decision lives in `glm52_plugin.parsers`. SGLang is imported
+only inside functions. The detectors subclass SGLang's own Glm47MoeDetector / Glm45Detector so
+structural tags, `thinks_internally` and `reasoning_default="enable_thinking"` (which the
+serving layer reads to decide `force_reasoning`) stay exactly as in-tree; only parsing is ours.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from typing import Any
+
+from glm52_plugin.parsers import ReasoningParser, ToolCallParser
+from glm52_plugin.parsers.types import Delta
+
+logger = logging.getLogger(__name__)
+
+NAMES = ["glm45", "glm47"]
+DISABLE_ENV = "GLM52_DISABLE_PARSERS"
+
+
+def register_parsers() -> list[str]:
+    """Put our detectors into FunctionCallParser.ToolCallParserEnum and
+    ReasoningParser.DetectorMap as `glm45` and `glm47`; returns those names ([] and no change
+    when GLM52_DISABLE_PARSERS=1). Safe to call repeatedly."""
+    if os.environ.get(DISABLE_ENV) == "1":
+        logger.info("%s=1: leaving SGLang's in-tree glm45/glm47 parsers in place", DISABLE_ENV)
+        return []
+    from sglang.srt.function_call.function_call_parser import FunctionCallParser
+    from sglang.srt.parser.reasoning_parser import ReasoningParser as SglReasoningParser
+
+    tool_cls, reasoning_cls = detector_classes()
+    for name in NAMES:
+        # SGLang's `glm45` tool name is the GLM-4.5 newline format; our parser reads both.
+        FunctionCallParser.ToolCallParserEnum[name] = tool_cls
+        SglReasoningParser.DetectorMap[name] = reasoning_cls
+    return list(NAMES)
+
+
+def _tools_as_dicts(tools: Any) -> list[dict[str, Any]]:
+    return [t.model_dump() if hasattr(t, "model_dump") else dict(t) for t in tools or ()]
+
+
+@functools.cache
+def detector_classes() -> tuple[type, type]:
+    """(tool-call detector class, reasoning detector class), built on first use."""
+    from sglang.srt.function_call.core_types import StreamingParseResult, ToolCallItem
+    from sglang.srt.function_call.glm47_moe_detector import Glm47MoeDetector
+    from sglang.srt.parser.reasoning_parser import Glm45Detector
+    from sglang.srt.parser.reasoning_parser import StreamingParseResult as ReasoningResult
+
+    class Glm52ToolDetector(Glm47MoeDetector):
+        """Each call is sent whole (name + arguments) once `</tool_call>` arrives."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._stream: ToolCallParser | None = None
+
+        def has_tool_call(self, text: str) -> bool:
+            return self.bot_token in text
+
+        def detect_and_parse(self, text: str, tools: Any) -> Any:
+            result = ToolCallParser.parse(text, _tools_as_dicts(tools))
+            index = {t.function.name: i for i, t in enumerate(tools or ())}
+            calls = [  # tool_index = position in `tools`, as BaseFormatDetector.parse_base_json
+                ToolCallItem(tool_index=index.get(c.name, -1), name=c.name, parameters=c.arguments)
+                for c in result.tool_calls
+            ]
+            return StreamingParseResult(normal_text=result.content or "", calls=calls)
+
+        def parse_streaming_increment(self, new_text: str, tools: Any) -> Any:
+            if self._stream is None:
+                self._stream = ToolCallParser(_tools_as_dicts(tools))
+            return self._result(self._stream.feed(new_text))
+
+        def finish(self, tools: Any) -> Any:
+            if self._stream is None:
+                return StreamingParseResult()
+            return self._result(self._stream.finish())
+
+        def _result(self, delta: Delta) -> Any:
+            calls = []
+            for call in delta.tool_calls:
+                # streaming tool_index counts calls; the serving layer checks these two lists
+                # for arguments that were parsed but never streamed
+                self.current_tool_id += 1
+                self.prev_tool_call_arr.append(
+                    {"name": call.name, "arguments": json.loads(call.arguments)}
+                )
+                self.streamed_args_for_tool.append(call.arguments)
+                calls.append(
+                    ToolCallItem(
+                        tool_index=self.current_tool_id, name=call.name, parameters=call.arguments
+                    )
+                )
+            return StreamingParseResult(normal_text=delta.content, calls=calls)
+
+    class Glm52ReasoningDetector(Glm45Detector):
+        """`<think>` split: reasoning from the start when SGLang forces it (thinking on)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # the serving layer sets force_reasoning from enable_thinking (reasoning_default);
+            # unforced, everything is content, so streamed and one-shot results agree
+            self._thinking = bool(self._in_reasoning)
+            self._core = ReasoningParser(self._thinking)
+
+        def detect_and_parse(self, text: str) -> Any:
+            split = ReasoningParser.split(text, self._thinking)
+            return ReasoningResult(normal_text=split.content, reasoning_text=split.reasoning)
+
+        def parse_streaming_increment(self, new_text: str) -> Any:
+            delta = self._core.feed(new_text)
+            return ReasoningResult(normal_text=delta.content, reasoning_text=delta.reasoning)
+
+        def finish(self) -> Any:
+            delta = self._core.finish()
+            return ReasoningResult(normal_text=delta.content, reasoning_text=delta.reasoning)
+
+    for cls in (Glm52ToolDetector, Glm52ReasoningDetector):
+        cls.__module__ = __name__
+        cls.__qualname__ = cls.__name__
+    return Glm52ToolDetector, Glm52ReasoningDetector
