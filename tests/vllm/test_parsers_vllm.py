@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -24,8 +24,8 @@ MARKERS = ["<think>", "</think>", "<tool_call>", "</tool_call>", "<|assistant|>"
 class FakeTokenizer:
     """Only what the parsers read: the vocab of GLM's marker tokens."""
 
-    all_special_tokens: list[str] = []
-    all_special_ids: list[int] = []
+    all_special_tokens: ClassVar[list[str]] = []
+    all_special_ids: ClassVar[list[int]] = []
 
     def get_vocab(self) -> dict[str, int]:
         return {tok: 1000 + i for i, tok in enumerate(MARKERS)}
