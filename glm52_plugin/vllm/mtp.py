@@ -1,5 +1,9 @@
 """vLLM MTP draft model for GLM-5.2 (registered under ``DeepseekV32MTPModel``, the arch vLLM's
-speculative config rewrites GLM-5.x to), built on vLLM's ``DeepSeekMTP``.
+speculative config rewrites GLM-5.x to).
+
+GPU: vLLM's in-tree DeepseekV32MTP (sparse MTP, ``index_share_for_mtp_iteration``, post-norm
+recycling), with the MTP head's quantization decided under the checkpoint's name
+(``weights.mtp_head_exclusion_aliases``). CPU: built on vLLM's ``DeepSeekMTP``, as follows.
 
 As the main model on CPU: the MTP decoder block is built from a DSA-free twin of the draft config
 and gets the plugin's DSA attention with its own full indexer. vLLM's proposer reuses the
@@ -18,7 +22,12 @@ from vllm.model_executor.models.deepseek_mtp import DeepSeekMTP
 
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.vllm.attention import SharedTopk, install_dsa
-from glm52_plugin.vllm.weights import copy_checked, dense_twin_config
+from glm52_plugin.vllm.weights import (
+    align_mtp_head_exclusion,
+    copy_checked,
+    dense_twin_config,
+    require_indexers_loaded,
+)
 
 
 def _glm_config(hf_config) -> Glm52Config:
@@ -27,7 +36,7 @@ def _glm_config(hf_config) -> Glm52Config:
     return Glm52Config.from_dict(d)
 
 
-class DeepseekV32MTPModel(DeepSeekMTP):
+class PortableDeepseekV32MTPModel(DeepSeekMTP):
     def __init__(self, *, vllm_config, prefix: str = "") -> None:
         model_config = vllm_config.model_config
         draft_config = vllm_config.speculative_config.draft_model_config
@@ -63,7 +72,34 @@ class DeepseekV32MTPModel(DeepSeekMTP):
                 own.add(target)
 
         loaded = super().load_weights(stream()) | own
-        missing = sorted(n for n in params if ".indexer." in n and n not in loaded)
-        if missing:
-            raise ValueError(f"checkpoint lacks the MTP layer's indexer tensors: {missing}")
+        require_indexers_loaded(params, loaded, "the MTP layer")
         return loaded
+
+
+def _in_tree_class() -> type:
+    from vllm.models.deepseek_v32 import DeepseekV32MTP as InTree
+
+    class DeepseekV32MTPModel(InTree):
+        """vLLM's sparse MTP with the MTP head's precision taken from the checkpoint's names."""
+
+        def __init__(self, *, vllm_config, prefix: str = "") -> None:
+            draft = vllm_config.speculative_config.draft_model_config.hf_config
+            align_mtp_head_exclusion(
+                vllm_config.quant_config,
+                draft.num_hidden_layers,
+                getattr(draft, "num_nextn_predict_layers", 1) or 1,
+            )
+            super().__init__(vllm_config=vllm_config, prefix=prefix)
+
+    return DeepseekV32MTPModel
+
+
+def _select() -> type:
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu():
+        return PortableDeepseekV32MTPModel
+    return _in_tree_class()
+
+
+DeepseekV32MTPModel = _select()

@@ -40,6 +40,28 @@ def dense_twin_config(hf_config: Any) -> Any:
     return DeepseekV3Config(**dense_twin_dict(hf_config.to_dict()))
 
 
+def index_topk_pattern(cfg: Glm52Config) -> str:
+    """The resolved schedule as vLLM's ``index_topk_pattern`` ("F" full / "S" shared per layer)."""
+    return "".join("F" if t == "full" else "S" for t in cfg.indexer_types)
+
+
+def drop_shared_indexer(
+    weights: Iterable[tuple[str, torch.Tensor]], cfg: Glm52Config
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Pass everything but indexer tensors of shared IndexShare layers (one warning per layer)."""
+    warned: set[int] = set()
+    for name, tensor in weights:
+        m = _INDEXER.match(name)
+        if m and int(m.group(1)) < cfg.num_hidden_layers and not cfg.has_indexer(int(m.group(1))):
+            layer = int(m.group(1))
+            if layer not in warned:
+                log.warning("layer %d is a shared IndexShare layer: ignoring its indexer "
+                            "tensors (%s, ...)", layer, name)  # fmt: skip
+                warned.add(layer)
+            continue
+        yield name, tensor
+
+
 def route_checkpoint_weights(
     weights: Iterable[tuple[str, torch.Tensor]],
     cfg: Glm52Config,
@@ -56,17 +78,9 @@ def route_checkpoint_weights(
       away) as soon as their parts are complete, so memory holds one linear at a time.
     """
     pending: dict[str, dict[str, torch.Tensor]] = {}
-    warned: set[int] = set()
-    for name, tensor in weights:
+    for name, tensor in drop_shared_indexer(weights, cfg):
         m = _INDEXER.match(name)
         if m and int(m.group(1)) < cfg.num_hidden_layers:
-            layer = int(m.group(1))
-            if not cfg.has_indexer(layer):
-                if layer not in warned:
-                    log.warning("layer %d is a shared IndexShare layer: ignoring its indexer "
-                                "tensors (%s, ...)", layer, name)  # fmt: skip
-                    warned.add(layer)
-                continue
             if name not in param_names:
                 raise KeyError(f"{name}: no such indexer parameter in the model")
             load_own(name, tensor)
@@ -113,3 +127,49 @@ def _dequantize(prefix: str, parts: dict[str, torch.Tensor], dtype: torch.dtype)
         return dequantize(parts["weight"], parts["weight_scale"], parts["weight_scale_2"], dtype)
     except (ValueError, RuntimeError) as e:
         raise ValueError(f"{prefix}: cannot dequantize NVFP4 tensors: {e}") from e
+
+
+def require_indexers_loaded(params: Iterable[str], loaded: Collection[str], what: str) -> None:
+    """Fail naming the indexer parameters a checkpoint did not provide.
+
+    vLLM's own strict check would also fail, but only after loading everything and with a list of
+    internal (fused) names; this names the IndexShare cause first.
+    """
+    missing = sorted(n for n in params if ".indexer." in n and n not in loaded)
+    if missing:
+        raise ValueError(f"checkpoint lacks indexer tensors of {what}: {missing[:4]}")
+
+
+def mtp_head_exclusion_aliases(
+    is_excluded: Callable[[str], bool], mtp_layers: Iterable[int]
+) -> list[str]:
+    """Module names to add to ModelOpt's exclude list so vLLM keeps the MTP head unquantized
+    exactly when the checkpoint does.
+
+    vLLM's DeepseekV32MTP builds the MTP ``SharedHead`` with prefix ``model.layers.<L>``, so its
+    ``ParallelLMHead`` is quantized or not by the name ``model.layers.<L>.head``, while checkpoints
+    (and their exclude lists) say ``model.layers.<L>.shared_head.head``. An exact exclude entry
+    then misses, vLLM builds an NVFP4 head and fails on the scales the checkpoint never had
+    (the vllm#57532 class of bug). A glob such as ``model.layers.<L>*`` matches both names.
+    """
+    return [
+        f"model.layers.{layer}.head"
+        for layer in mtp_layers
+        if is_excluded(f"model.layers.{layer}.shared_head.head")
+        and not is_excluded(f"model.layers.{layer}.head")
+    ]
+
+
+def align_mtp_head_exclusion(quant_config: Any, num_hidden_layers: int, num_mtp: int) -> list[str]:
+    """Extend a vLLM ModelOpt config's ``exclude_modules`` in place (see above); returns the
+    added names. Quantization configs without an exclude list are left alone."""
+    if not hasattr(quant_config, "exclude_modules") or not hasattr(
+        quant_config, "is_layer_excluded"
+    ):
+        return []
+    layers = range(num_hidden_layers, num_hidden_layers + num_mtp)
+    added = mtp_head_exclusion_aliases(quant_config.is_layer_excluded, layers)
+    if added:
+        quant_config.exclude_modules = [*quant_config.exclude_modules, *added]
+        log.info("glm52: MTP head kept unquantized as the checkpoint is: excluding %s", added)
+    return added
