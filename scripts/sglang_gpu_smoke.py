@@ -50,6 +50,7 @@ def main() -> int:
     import torch
 
     from glm52_plugin.reference import Glm52ForCausalLM
+    from glm52_plugin.served_check import check_tokens
     from glm52_plugin.toy import make_toy
 
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="glm52-sglang-smoke-"))
@@ -93,18 +94,9 @@ def main() -> int:
     ok = "glm52_plugin" in text
     print(f"plugin log line in server log: {ok}")
     ref = Glm52ForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
-    logp = ref(torch.tensor([prompt + tokens[:-1]]))[0, len(prompt) - 1 :].log_softmax(-1)
-    exact = 0
-    for step, token in enumerate(tokens):
-        gap = float(logp[step].max() - logp[step, token])
-        exact += gap == 0.0
-        if gap > args.tolerance:
-            print(
-                f"FAIL: step {step}: SGLang token {token} is {gap:.3f} nats below the reference argmax"
-            )
-            ok = False
-    print(f"{exact}/{len(tokens)} SGLang tokens are the reference's argmax")
-    print("PASS" if ok else "FAIL")
+    result = check_tokens(ref, prompt, tokens, args.tolerance)
+    print(result.summary())
+    ok = ok and result.ok
     return 0 if ok else 1
 
 
