@@ -1,11 +1,17 @@
 """Reference model decode speed vs transformers eager, measured in the same run (issue 3).
 
-Part 1: decode tokens/s at short context on the 2-layer toy (hidden 256, fp32, batch 1).
+Part 1: decode tokens/s at short context on the 2-layer toy (hidden 256, fp32, batch 1): the
+reference eager, with ``--compile`` also its torch.compile'd decode step (compile time printed
+separately), and transformers eager. The sides are measured interleaved (ours, hf, ours, ...)
+so that load from other jobs on a shared machine hits them alike; medians are reported.
 Part 2: per-token decode time at long context on the same toy with index_topk 2048, split into
 indexer, attention and the rest. Caches are filled with random entries of the right shapes:
 decode cost does not depend on cache contents, and a real 32k prefill would dominate the run.
 
-    .venv/bin/python benchmarks/bench_reference.py [--contexts 2048 8192 32768] [--hf-max 8192]
+    .venv/bin/python benchmarks/bench_reference.py [--compile] [--threads N]
+        [--contexts 2048 8192 32768] [--hf-max 8192]
+
+``--threads`` calls torch.set_num_threads for the whole process, so both sides get it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import torch
 
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.reference import Glm52ForCausalLM
+from glm52_plugin.reference.generate import CompiledDecoder
 from glm52_plugin.reference.layers import MLA, Indexer
 from glm52_plugin.reference.loading import materialize
 from glm52_plugin.toy.weights import toy_state_dict
@@ -89,17 +96,45 @@ def decode_hf(model: torch.nn.Module, prompt: torch.Tensor, steps: int) -> float
     return steps / (time.perf_counter() - t0)
 
 
-def short_context(steps: int) -> None:
+def decode_compiled(
+    model: Glm52ForCausalLM, prompt: torch.Tensor, steps: int
+) -> tuple[float, float, bool]:
+    """-> (tokens/s, compile seconds of this decoder, compiled): the compile is not timed as decode."""
+    cache = model.new_cache()
+    tok = model(prompt, cache)[:, -1:].argmax(-1)
+    decoder = CompiledDecoder(model, cache, prompt.shape[1] + steps)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        tok = decoder.step(tok)[:, -1:].argmax(-1)
+    return steps / (time.perf_counter() - t0), decoder.compile_seconds, decoder.compiled
+
+
+def short_context(steps: int, compile: bool, repeats: int = 5) -> None:
     cfg = Glm52Config.toy(2)
     ours, hf = build_pair(cfg)
     prompt = torch.randint(0, 384, (1, 32), generator=torch.Generator().manual_seed(0))
     decode_ours(ours, prompt, 8), decode_hf(hf, prompt, 8)  # warm-up
-    ours_tps = statistics.median(decode_ours(ours, prompt, steps) for _ in range(3))
-    hf_tps = statistics.median(decode_hf(hf, prompt, steps) for _ in range(3))
-    print(f"short context (32-token prompt, {steps} decode steps, 2-layer toy, fp32, batch 1)")
-    print(f"  reference    {ours_tps:8.1f} tok/s")
-    print(f"  transformers {hf_tps:8.1f} tok/s")
-    print(f"  ratio        {ours_tps / hf_tps:8.2f}x  (goal >= 3x)")
+    compile_s = 0.0
+    if compile:
+        _, compile_s, compiled = decode_compiled(ours, prompt, 8)  # first call compiles
+        if not compiled:
+            print("  torch.compile failed: the 'compiled' row ran the step eagerly")
+    runs: dict[str, list[float]] = defaultdict(list)
+    for _ in range(repeats):  # interleaved: shared-machine load hits every side alike
+        runs["reference"].append(decode_ours(ours, prompt, steps))
+        if compile:
+            runs["reference compiled"].append(decode_compiled(ours, prompt, steps)[0])
+        runs["transformers"].append(decode_hf(hf, prompt, steps))
+    tps = {k: statistics.median(v) for k, v in runs.items()}
+    print(f"short context (32-token prompt, {steps} decode steps, 2-layer toy, fp32, batch 1, "
+          f"median of {repeats} interleaved runs)")  # fmt: skip
+    for name, v in tps.items():
+        spread = f"{min(runs[name]):.1f}-{max(runs[name]):.1f}"
+        print(f"  {name:<19} {v:8.1f} tok/s   (runs {spread})")
+    for name in [k for k in tps if k != "transformers"]:
+        print(f"  ratio {name:<13} {tps[name] / tps['transformers']:8.2f}x  (goal >= 3x)")
+    if compile:
+        print(f"  compile time (first CompiledDecoder, not in tok/s): {compile_s:.1f} s")
 
 
 @contextmanager
@@ -196,10 +231,17 @@ def main() -> None:
     p.add_argument("--contexts", type=int, nargs="+", default=[2048, 8192, 32768])
     p.add_argument("--hf-max", type=int, default=8192, help="largest context run in transformers")
     p.add_argument("--steps", type=int, default=64)
+    p.add_argument("--compile", action="store_true", help="also time the compiled decode step")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads for the whole process")
+    p.add_argument("--skip-long", action="store_true", help="short-context part only")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)  # process-wide: reference and transformers alike
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    short_context(args.steps)
+    short_context(args.steps, args.compile)
+    if args.skip_long:
+        return
     long_context(args.contexts, args.hf_max, max(4, args.steps // 8))
 
 

@@ -10,11 +10,16 @@ speculative output equals plain greedy output token for token.
 from __future__ import annotations
 
 import time
+import warnings
+import weakref
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from glm52_plugin.reference.cache import ModelCache, StaticCache
+from glm52_plugin.reference.layers import MoE
 from glm52_plugin.reference.model import Glm52ForCausalLM
 
 
@@ -53,6 +58,8 @@ class GenerationResult:
     drafted: int = 0  # MTP draft tokens proposed
     accepted: int = 0  # ... and accepted by the main model
     rounds: list[int] = field(default_factory=list)  # accepted drafts per verification
+    compile_seconds: float = 0.0  # generate(compile=True): tracing + codegen, not in decode_seconds
+    compiled: bool = False  # the compiled decode step ran (False: not asked, or fell back to eager)
 
     @property
     def decode_tokens_per_second(self) -> float:
@@ -71,8 +78,14 @@ def generate(
     sampler: Sampler | None = None,
     stop_ids: tuple[int, ...] = (),
     mtp_draft_tokens: int = 0,
+    compile: bool = False,
 ) -> GenerationResult:
-    """Decode up to ``max_new_tokens`` after prompts input_ids [B, S] (equal lengths)."""
+    """Decode up to ``max_new_tokens`` after prompts input_ids [B, S] (equal lengths).
+
+    ``compile=True`` runs the decode steps through ``CompiledDecoder`` (torch.compile, falling back
+    to the same step in eager mode if compilation fails); its compile time is reported in
+    ``compile_seconds``, outside ``decode_seconds``.
+    """
     if input_ids.dim() != 2 or input_ids.shape[1] == 0:
         raise ValueError(
             f"input_ids: expected a non-empty [batch, seq] tensor, got {tuple(input_ids.shape)}"
@@ -85,24 +98,91 @@ def generate(
             raise ValueError("mtp_draft_tokens: this checkpoint has no MTP layer")
         if input_ids.shape[0] != 1:
             raise ValueError("mtp_draft_tokens: speculative decoding supports batch size 1")
+        if compile:
+            raise ValueError("compile: supported for plain decoding, not with mtp_draft_tokens")
         return _speculative(model, input_ids, max_new_tokens, sampler, stop_ids, mtp_draft_tokens)
-    return _plain(model, input_ids, max_new_tokens, sampler, stop_ids)
+    return _plain(model, input_ids, max_new_tokens, sampler, stop_ids, compile)
 
 
-def _plain(model, input_ids, max_new_tokens, sampler, stop_ids) -> GenerationResult:
+def _plain(model, input_ids, max_new_tokens, sampler, stop_ids, compile=False) -> GenerationResult:
     cache = model.new_cache()
     t0 = time.perf_counter()
     tok = sampler.sample(model.run(input_ids, cache).logits[:, -1])
     t1 = time.perf_counter()
     tokens: list[list[int]] = [[t] for t in tok.tolist()]
     done = [t in stop_ids for t in tok.tolist()]
+    decoder = None
+    if compile and max_new_tokens > 1:
+        decoder = CompiledDecoder(model, cache, input_ids.shape[1] + max_new_tokens - 1)
+        t1 = time.perf_counter()  # the compile is reported in compile_seconds, not as decode
+    step = decoder.step if decoder is not None else lambda t: model.run(t, cache).logits
     while not all(done) and len(tokens[0]) < max_new_tokens:
-        tok = sampler.sample(model.run(tok[:, None], cache).logits[:, -1])
+        tok = sampler.sample(step(tok[:, None])[:, -1])
         for row, t in enumerate(tok.tolist()):
             if not done[row]:
                 tokens[row].append(t)
                 done[row] = t in stop_ids
-    return GenerationResult(tokens, t1 - t0, time.perf_counter() - t1)
+    result = GenerationResult(tokens, t1 - t0, time.perf_counter() - t1)
+    if decoder is not None:
+        result.compile_seconds, result.compiled = decoder.compile_seconds, decoder.compiled
+    return result
+
+
+# Inductor settings of the compiled decode step. cpp_wrapper: the graph's ~100 kernel and GEMM
+# calls are issued from C++ instead of a Python wrapper, which on a toy-sized model costs as much
+# as the kernels themselves.
+COMPILE_OPTIONS: dict[str, Any] = {"cpp_wrapper": True}
+
+# one compiled step per model: recompiling for every generate() call would cost seconds each
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class CompiledDecoder:
+    """Single-token decode steps of ``model`` through ``torch.compile`` (inductor).
+
+    The prefilled ``cache`` is copied into fixed-capacity buffers (``StaticCache``) so the step is
+    one graph without host syncs whose shapes do not change as the context grows; the capacity is
+    a dynamic dimension, so other capacities reuse the graph. Compilation happens here, in the
+    constructor, timed as ``compile_seconds``: a warm-up step at the next free position (which the
+    first real step then overwrites). If it fails, a warning is issued and the steps run the same
+    function eagerly (``compiled`` False). ``cache`` itself is not advanced. The weights must not
+    change while a decoder is in use (the graph holds fused copies of them).
+    """
+
+    def __init__(self, model: Glm52ForCausalLM, cache: ModelCache, capacity: int) -> None:
+        self.model = model
+        self.static = StaticCache(cache, model.config.num_hidden_layers, capacity)
+        for m in model.modules():
+            if isinstance(m, MoE):
+                m.stacked_experts()  # built eagerly: the traced graph cannot check staleness
+        fn = _COMPILED.get(model)
+        if fn is None:
+            fn = torch.compile(model.decode_static, dynamic=True, options=COMPILE_OPTIONS)
+            _COMPILED[model] = fn
+        t0 = time.perf_counter()
+        self.compiled = True
+        try:
+            self._call(fn, torch.zeros(cache.layers[0].kv.view().shape[0], 1, dtype=torch.long))
+            self._fn = fn
+        except Exception as e:  # no C++ compiler, an unsupported op, ...: same step, eagerly
+            msg = f"torch.compile of the decode step failed, running it eagerly: {e!r}"
+            warnings.warn(msg, stacklevel=2)
+            self.compiled = False
+            self._fn = model.decode_static
+        self.compile_seconds = time.perf_counter() - t0
+
+    def _call(self, fn, tok: Tensor) -> Tensor:
+        s = self.static
+        if s.length >= s.capacity:
+            raise ValueError(f"CompiledDecoder: capacity {s.capacity} reached")
+        with torch.inference_mode():
+            return fn(tok, torch.tensor([s.length]), s.kv, s.index_k)
+
+    def step(self, tok: Tensor) -> Tensor:
+        """tok [B, 1] at the next position -> logits [B, 1, V] fp32."""
+        logits = self._call(self._fn, tok)
+        self.static.length += 1
+        return logits
 
 
 def _speculative(model, input_ids, max_new_tokens, sampler, stop_ids, k) -> GenerationResult:

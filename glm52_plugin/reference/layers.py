@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glm52_plugin.config import Glm52Config, yarn_mscale
-from glm52_plugin.reference.cache import LayerCache
+from glm52_plugin.reference.cache import LayerCache, StaticLayerCache
 
 
 class RMSNorm(nn.Module):
@@ -97,6 +97,12 @@ def apply_rope_interleaved(x: Tensor, cis: Tensor) -> Tensor:
     """
     shape = (1, cis.shape[0]) + (1,) * (x.dim() - 3) + (cis.shape[1],)
     xf = x if x.dtype == torch.float32 else x.float()
+    if torch.compiler.is_compiling():
+        # inductor generates no code for complex ops: the same products in real arithmetic
+        re, im = xf.unflatten(-1, (-1, 2)).unbind(-1)
+        c, s = cis.real.view(shape), cis.imag.view(shape)
+        out = torch.stack((re * c - im * s, re * s + im * c), -1)
+        return out.flatten(-2) if x.dtype == torch.float32 else out.flatten(-2).to(x.dtype)
     out = torch.view_as_real(torch.view_as_complex(xf.unflatten(-1, (-1, 2))) * cis.view(shape))
     return out.flatten(-2) if x.dtype == torch.float32 else out.flatten(-2).to(x.dtype)
 
@@ -110,6 +116,10 @@ class FusedWeight:
         self._value: Tensor | None = None
 
     def get(self, *weights: Tensor) -> Tensor:
+        if torch.compiler.is_compiling():
+            # a traced graph cannot check data pointers; the compiled decoder runs after an eager
+            # prefill (which built the value) and is documented to need unchanged weights
+            return self._value if self._value is not None else torch.cat(weights)
         key = tuple((w.data_ptr(), w._version, w.dtype) for w in weights)
         if key != self._key or self._value is None:
             self._value = torch.cat([w.detach() for w in weights])
@@ -184,12 +194,16 @@ class MoE(nn.Module):
             MLP(d, inter, dtype, fuse=False) for _ in range(cfg.n_routed_experts)
         )
         self.shared_experts = MLP(d, inter * cfg.n_shared_experts, dtype)
+        self._stacked: tuple[Tensor, Tensor] | None = None  # see stacked_experts()
+        self._stacked_key: tuple | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])  # [N, D]
         weights, ids = self.gate(flat)  # [N, A]
         out = self.shared_experts(flat)
+        if flat.shape[0] == 1 and torch.compiler.is_compiling():
+            return self._decode_stacked(flat, weights, ids, out).view(shape)
         if flat.shape[0] == 1:  # decode: no grouping work, just the A chosen experts
             for e, w in zip(ids[0].tolist(), weights[0], strict=True):
                 out = out + (self.experts[e](flat) * w).to(out.dtype)
@@ -202,12 +216,45 @@ class MoE(nn.Module):
             routed.index_add_(0, token, y.to(routed.dtype))
         return (routed + out).view(shape)
 
+    def stacked_experts(self) -> tuple[Tensor, Tensor]:
+        """(gate | up [E, 2I, D], down [E, D, I]): a stacked copy of the routed experts, so a
+        compiled decode step picks its A experts by indexing instead of a host-synced Python loop.
+
+        Built on the first call (the compiled decoder calls it before tracing). It doubles the
+        routed experts' memory, so only the opt-in compiled path uses it.
+        """
+        experts = list(self.experts)
+        weights = [w for e in experts for w in (e.gate_proj.weight, e.up_proj.weight)]
+        weights += [e.down_proj.weight for e in experts]
+        key = tuple((w.data_ptr(), w._version) for w in weights)
+        if self._stacked is None or key != self._stacked_key:
+            gate_up = torch.stack(
+                [torch.cat((e.gate_proj.weight, e.up_proj.weight)) for e in experts]
+            )
+            down = torch.stack([e.down_proj.weight for e in experts])
+            self._stacked, self._stacked_key = (gate_up.detach(), down.detach()), key
+        return self._stacked
+
+    def _decode_stacked(self, flat: Tensor, weights: Tensor, ids: Tensor, out: Tensor) -> Tensor:
+        """out [1, D] (the shared expert's) plus one token's routed experts, from the stacked
+        weights: the A experts are picked by indexing, with no host sync."""
+        assert self._stacked is not None, "call stacked_experts() before compiling"
+        gate_up, down = self._stacked[0][ids[0]], self._stacked[1][ids[0]]  # [A, 2I, D], [A, D, I]
+        g, u = torch.matmul(gate_up, flat[0]).chunk(2, -1)  # [A, I] each
+        y = torch.matmul(down, (F.silu(g) * u)[..., None])[..., 0]  # [A, D]
+        y = (y * weights[0, :, None]).to(out.dtype)
+        for a in range(y.shape[0]):  # A is static: the eager loop's accumulation order
+            out = out + y[a : a + 1]
+        return out
+
 
 # Query rows per chunk: bounds the [rows, K, C] gather and the [rows, H_I, T] indexer scores.
 _CHUNK_ELEMENTS = 1 << 24
 
 
 def _chunks(n_queries: int, per_query: int) -> list[slice]:
+    if n_queries == 1:  # decode; also keeps a traced graph free of guards on the cache length
+        return [slice(0, 1)]
     step = max(1, _CHUNK_ELEMENTS // max(per_query, 1))
     return [slice(i, min(i + step, n_queries)) for i in range(0, n_queries, step)]
 
@@ -234,7 +281,7 @@ class Indexer(nn.Module):
         cq: Tensor,
         cis: Tensor,
         positions: Tensor,
-        cache: LayerCache,
+        cache: LayerCache | StaticLayerCache,
         wk_x: Tensor | None = None,
     ) -> Tensor:
         """x [B, S, D], cq [B, S, Q] -> top-k key positions int64 [B, S, K], K = min(topk, T).
@@ -311,7 +358,7 @@ class MLA(nn.Module):
         x: Tensor,
         cis: Tensor,
         positions: Tensor,
-        cache: LayerCache,
+        cache: LayerCache | StaticLayerCache,
         prev_topk: Tensor | None,
         run_indexer: bool = True,
     ) -> tuple[Tensor, Tensor]:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from glm52_plugin.config import Glm52Config
-from glm52_plugin.reference.cache import LayerCache, ModelCache
+from glm52_plugin.reference.cache import LayerCache, ModelCache, StaticLayerCache
 from glm52_plugin.reference.layers import MLA, MLP, MoE, RMSNorm, Rotary
 
 
@@ -37,7 +37,7 @@ class Block(nn.Module):
         self,
         x: Tensor,
         rope: tuple[Tensor, Tensor],
-        cache: LayerCache,
+        cache: LayerCache | StaticLayerCache,
         prev_topk: Tensor | None,
         run_indexer: bool = True,
     ) -> tuple[Tensor, Tensor]:
@@ -122,13 +122,30 @@ class Glm52ForCausalLM(nn.Module):
     @torch.inference_mode()
     def run(self, input_ids: Tensor, cache: ModelCache | None = None) -> Output:
         """Main model over new tokens input_ids [B, S] appended after ``cache`` (if any)."""
-        cfg = self.config
         cache = cache if cache is not None else self.new_cache()
-        rope = self._rope(cache.length, input_ids.shape[1])
+        return self._main(input_ids, self._rope(cache.length, input_ids.shape[1]), cache.layers)
+
+    def decode_static(
+        self, input_ids: Tensor, positions: Tensor, kv: list[Tensor], index_k: list[Tensor | None]
+    ) -> Tensor:
+        """One decode step over fixed-capacity caches (``StaticCache``) -> logits [B, 1, V] fp32.
+
+        input_ids [B, 1] go to ``positions`` [1]; their rows are written into kv / index_k in
+        place. No Python state and no host syncs: this is the function ``torch.compile`` traces.
+        """
+        caches = [StaticLayerCache(k, i, positions) for k, i in zip(kv, index_k, strict=True)]
+        return self._main(input_ids, (self.rotary(positions), positions), caches).logits
+
+    def _main(
+        self,
+        input_ids: Tensor,
+        rope: tuple[Tensor, Tensor],
+        caches: list[LayerCache] | list[StaticLayerCache],
+    ) -> Output:
         x = self.model.embed_tokens(input_ids)
         topk = None  # threaded through layers: shared layers reuse the latest full layer's
-        for i in range(cfg.num_hidden_layers):
-            x, topk = self.model.layers[i](x, rope, cache.layers[i], topk)
+        for i in range(self.config.num_hidden_layers):
+            x, topk = self.model.layers[i](x, rope, caches[i], topk)
         hidden = self.model.norm(x)
         return Output(self.lm_head(hidden).float(), hidden)
 
