@@ -1,5 +1,6 @@
-"""Stock ``vllm serve`` on a toy checkpoint (CPU) with the glm47/glm45 parsers, driven by the openai
-client: tool calls and reasoning come back parsed, streaming and not; 16 concurrent clients.
+"""Stock ``vllm serve`` on the NVFP4 toy checkpoint (CPU; started by examples/vllm_serve_cpu_toy.sh,
+see conftest.py) with the glm47/glm45 parsers, driven by the openai client: tool calls and
+reasoning come back parsed, streaming and not; 16 concurrent clients.
 
 Random toy weights are steered to emit exact text with vLLM's structured outputs (a regex wrapped
 in a named group so xgrammar refuses it and the outlines backend applies it alone, enabled in
@@ -11,12 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -42,45 +38,10 @@ TOOL_TEXT = (
 REASONING_TEXT = "Two plus two is four.</think>The answer is 4."
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(toy_checkpoints, tmp_path_factory):
-    port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "server.log"
-    vllm_bin = Path(sys.executable).with_name("vllm")
-    cmd = [
-        str(vllm_bin), "serve", str(toy_checkpoints[2]), "--host", "127.0.0.1", "--port", str(port),
-        "--dtype", "float32", "--enforce-eager", "--gpu-memory-utilization", "0.1",
-        "--max-model-len", "1024", "--max-num-seqs", "16",
-        "--tool-call-parser", "glm47", "--reasoning-parser", "glm45", "--enable-auto-tool-choice",
-        "--structured-outputs-config", json.dumps({"backend": "outlines", "enable_in_reasoning": True}),
-    ]  # fmt: skip
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", timeout=120)
-    deadline = time.monotonic() + 300
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            model = client.models.list().data[0].id
-            break
-        except openai.APIConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"vllm serve did not start in 300 s:\n{log.read_text()[-4000:]}")
-            time.sleep(2)
-    yield client, model, log
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+def server(toy_server):
+    client = openai.OpenAI(base_url=f"{toy_server.base_url}/v1", api_key="none", timeout=120)
+    return client, client.models.list().data[0].id, toy_server.log
 
 
 def _forced(text: str) -> dict:
