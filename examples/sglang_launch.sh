@@ -12,6 +12,8 @@
 # quality with examples/check_against_reference.py --engine sglang on a toy first.
 # GLM52_MODEL overrides the checkpoint; GLM52_DRY_RUN=1 prints the command instead of running it.
 set -euo pipefail
+# shellcheck source=examples/run_or_print.sh
+source "$(dirname "${BASH_SOURCE[0]}")/run_or_print.sh"
 mode=${1:-tp8}
 [[ $# -gt 0 ]] && shift
 model=${GLM52_MODEL:-nvidia/GLM-5.2-NVFP4}
@@ -25,8 +27,4 @@ case $mode in
     *) echo "usage: $0 [tp8|tp-ep|mtp] [launch_server flags ...]" >&2; exit 2 ;;
 esac
 cmd+=("$@")
-if [[ ${GLM52_DRY_RUN:-0} == 1 ]]; then
-    printf '%q ' "${cmd[@]}"; echo
-    exit 0
-fi
-exec "${cmd[@]}"
+run_or_print "${cmd[@]}"

@@ -9,14 +9,12 @@
 # unless it exists. The outlines structured-output backend, enabled inside reasoning, lets the
 # client examples steer random toy weights to exact text (see examples/toy_steering.py).
 set -euo pipefail
+# shellcheck source=examples/run_or_print.sh
+source "$(dirname "${BASH_SOURCE[0]}")/run_or_print.sh"
 toy=${GLM52_TOY:-/tmp/glm52-toy-nvfp4}
-[[ -f $toy/config.json ]] || glm52 make-toy "$toy" --nvfp4
+[[ -f $toy/config.json || ${GLM52_DRY_RUN:-0} == 1 ]] || glm52 make-toy "$toy" --nvfp4
 cmd=(vllm serve "$toy" --quantization modelopt_fp4 --dtype float32 --enforce-eager
     --gpu-memory-utilization 0.1 --max-model-len 2048
     --tool-call-parser glm47 --reasoning-parser glm45 --enable-auto-tool-choice
     --structured-outputs-config '{"backend": "outlines", "enable_in_reasoning": true}' "$@")
-if [[ ${GLM52_DRY_RUN:-0} == 1 ]]; then
-    printf '%q ' "${cmd[@]}"; echo
-    exit 0
-fi
-exec "${cmd[@]}"
+run_or_print "${cmd[@]}"

@@ -11,6 +11,8 @@
 # in-kernel, bf16 activations) -- check outputs with examples/check_against_reference.py first.
 # GLM52_MODEL overrides the checkpoint; GLM52_DRY_RUN=1 prints the command instead of running it.
 set -euo pipefail
+# shellcheck source=examples/run_or_print.sh
+source "$(dirname "${BASH_SOURCE[0]}")/run_or_print.sh"
 mode=${1:-tp8}
 [[ $# -gt 0 ]] && shift
 model=${GLM52_MODEL:-nvidia/GLM-5.2-NVFP4}
@@ -23,8 +25,4 @@ case $mode in
     *) echo "usage: $0 [tp8|tp-ep|mtp] [vllm serve flags ...]" >&2; exit 2 ;;
 esac
 cmd+=("$@")
-if [[ ${GLM52_DRY_RUN:-0} == 1 ]]; then
-    printf '%q ' "${cmd[@]}"; echo
-    exit 0
-fi
-exec "${cmd[@]}"
+run_or_print "${cmd[@]}"

@@ -13,8 +13,8 @@ run_pytest() {
     return $rc
 }
 
-.venv/bin/ruff check glm52_plugin tests benchmarks scripts
-.venv/bin/ruff format --check glm52_plugin tests benchmarks scripts
+.venv/bin/ruff check glm52_plugin tests benchmarks scripts examples
+.venv/bin/ruff format --check glm52_plugin tests benchmarks scripts examples
 .venv/bin/python -m pytest tests --ignore=tests/vllm --ignore=tests/sglang "$@"
 
 if [[ -f scripts/test_engines.sh && ${GLM52_SKIP_ENGINES:-0} != 1 ]]; then

@@ -87,3 +87,32 @@ def test_mtp_example_equals_plain_greedy(tmp_path) -> None:
     env = {**engine_env(), "GLM52_TOY_DIR": str(tmp_path)}
     out = _run("vllm_mtp_offline.py", "--draft-tokens", "3", "--max-tokens", "16", env=env)
     assert "PASS: equal to plain greedy" in out
+
+
+def _dry_run(script: str, *args: str) -> list[str]:
+    import shlex
+
+    env = {**engine_env(), "GLM52_DRY_RUN": "1"}
+    out = subprocess.run(["bash", str(REPO / "examples" / script), *args], capture_output=True,
+                         text=True, env=env, check=True)  # fmt: skip
+    return shlex.split(out.stdout)
+
+
+@pytest.mark.parametrize("mode", ["tp8", "tp-ep", "mtp"])
+def test_gpu_serve_example_flags_parse_with_vllms_own_cli(mode: str) -> None:
+    """No GPU here: check every flag of the GPU command against vLLM's own `vllm serve` parser."""
+    try:
+        from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    except ImportError:  # older layouts
+        from vllm.entrypoints.openai.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    argv = _dry_run("vllm_serve_gpu.sh", mode)
+    assert argv[:2] == ["vllm", "serve"]
+    args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv[2:])
+    assert args.model_tag == "nvidia/GLM-5.2-NVFP4"
+    assert args.tensor_parallel_size == 8
+    assert (args.tool_call_parser, args.reasoning_parser) == ("glm47", "glm45")
+    assert args.enable_expert_parallel == (mode == "tp-ep")
+    if mode == "mtp":
+        assert args.speculative_config == {"method": "mtp", "num_speculative_tokens": 5}
