@@ -7,7 +7,9 @@ Shapes: N output rows, K input columns (multiple of 16); B = K / 16 blocks per r
 
 from __future__ import annotations
 
-import sys
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor
@@ -29,17 +31,13 @@ _tables: dict[tuple[torch.device, str], Tensor] = {}
 
 
 def _table(device: torch.device, kind: str) -> Tensor:
-    """Cached lookup tables: 'values' [16] f32, 'bounds' [7] f32, 'pairs' [256, 2] f32."""
+    """Cached lookup tables: 'values' [16] f32, 'bounds' [7] f32."""
     key = (device, kind)
     if key not in _tables:
-        values = torch.tensor(E2M1_VALUES, dtype=torch.float32)
         if kind == "values":
-            t = values
-        elif kind == "bounds":
+            t = torch.tensor(E2M1_VALUES, dtype=torch.float32)
+        else:
             t = torch.tensor(_BOUNDS, dtype=torch.float32)
-        else:  # byte b -> (value of low nibble, value of high nibble)
-            b = torch.arange(256)
-            t = torch.stack([values[b & 0xF], values[b >> 4]], dim=-1)
         _tables[key] = t.to(device)
     return _tables[key]
 
@@ -151,13 +149,27 @@ def _decode_table(weight_scale_2: Tensor, dtype: torch.dtype, device: torch.devi
 
     An FP8 scale has only 256 bit patterns, so (scale byte, packed byte) fully determines the two
     outputs: one gather per byte replaces unpack + lookup + multiply + cast passes (~5x faster on
-    CPU). Entries are computed exactly as vLLM does: f32 value * (f32 scale * weight_scale_2).
+    CPU). Entries are computed exactly as vLLM does: f32 value * (f32 scale * weight_scale_2):
+    the 256 x 16 distinct products are computed and cast once, then laid out as byte pairs by
+    one (serial) gather, so that building the table starts no OpenMP team (see _GRAIN).
     """
     scales = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).float()
     combined = scales * weight_scale_2.float().reshape(())  # [256]
-    pairs = _table(torch.device("cpu"), "pairs")  # [256, 2]
-    values = (pairs.unsqueeze(0) * combined.view(256, 1, 1)).to(dtype)  # [256 s, 256 b, 2]
-    return values.view(_PAIR_INT[dtype]).reshape(-1).to(device)
+    values = (_table(torch.device("cpu"), "values") * combined.view(256, 1)).to(dtype)  # [s, code]
+    pairs = torch.index_select(values.view(-1), 0, _pair_index())  # [256 s * 256 b * 2]
+    return pairs.view(-1, 2).view(_PAIR_INT[dtype]).reshape(-1).to(device)
+
+
+_pair_positions: list[Tensor] = []
+
+
+def _pair_index() -> Tensor:
+    """Flat [s, code] position of (low nibble, high nibble) of packed byte b under scale s."""
+    if not _pair_positions:
+        s, b = torch.arange(256).view(256, 1), torch.arange(256).view(1, 256)
+        pos = torch.stack([s * 16 + (b & 0xF), s * 16 + (b >> 4)], dim=-1)
+        _pair_positions.append(pos.reshape(-1).to(torch.int32))
+    return _pair_positions[0]
 
 
 def dequantize(
@@ -177,13 +189,79 @@ def dequantize(
         scale = weight_scale.float() * weight_scale_2.float().reshape(())
         return (values * scale.unsqueeze(-1)).flatten(-2).to(dtype)
     *lead, half = packed.shape
+    blocks = half * 2 // BLOCK
     table = _decode_table(weight_scale_2, dtype, packed.device)
-    # index = packed byte | scale byte << 8, assembled in place as the bytes of an int32
-    # (little-endian) instead of two widening casts, a shift and an add
-    idx = torch.zeros((*lead, half // 8, 8, 4), dtype=torch.uint8, device=packed.device)
-    idx[..., 0] = packed.reshape(*lead, half // 8, 8)
-    idx[..., 1] = weight_scale.view(torch.uint8).unsqueeze(-1)
-    if sys.byteorder == "big":
-        idx = idx.flip(-1)
-    out = table.index_select(0, idx.view(torch.int32).reshape(-1))
+    # index of a packed byte = byte + 256 * scale byte of its block
+    n = math.prod(lead)
+    rows = packed.reshape(n, half).contiguous()
+    scales = weight_scale.view(torch.uint8).reshape(n, blocks).contiguous()
+    out = torch.empty(rows.shape, dtype=table.dtype, device=packed.device)
+    if packed.device.type != "cpu":  # whole tensors: a GPU has the bandwidth for the index
+        idx = rows.view(n, blocks, BLOCK // 2).to(torch.int32)
+        idx.add_(scales.to(torch.int32).unsqueeze(-1), alpha=256)
+        torch.index_select(table, 0, idx.view(-1), out=out.view(-1))
+    else:
+        _dequantize_cpu(table, rows, scales, out)
     return out.view(dtype).reshape(*lead, half * 2)
+
+
+# CPU: the work is one int32 widening copy, one broadcast add and one gather per packed byte.
+# Done on whole tensors, each pass streams N*K*2 bytes of index through DRAM and the 1-D
+# ``index_select`` kernel is serial. So rows are processed in chunks of at most GRAIN_SIZE
+# packed bytes (ATen's at::internal::GRAIN_SIZE: below it ops run inline, with no OpenMP team
+# to start and wait on, which on a busy 2-core machine costs more than the op), the chunk's
+# index stays in L1/L2 between the three passes, and contiguous row ranges are spread over
+# torch.get_num_threads() Python threads (ATen ops release the GIL) so the gather is parallel.
+_GRAIN = 32768
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+def _workers(jobs: int) -> ThreadPoolExecutor | None:
+    """Thread pool for ``jobs - 1`` extra row ranges (the caller runs one itself)."""
+    global _pool, _pool_size
+    if jobs < 2:
+        return None
+    with _pool_lock:
+        if _pool is None or _pool_size < jobs - 1:
+            # a smaller old pool is dropped, not shut down: another call may still be using it
+            _pool = ThreadPoolExecutor(jobs - 1, thread_name_prefix="nvfp4-dequant")
+            _pool_size = jobs - 1
+        return _pool
+
+
+def _gather_rows(
+    table: Tensor, rows: Tensor, scales: Tensor, out: Tensor, start: int, stop: int
+) -> None:
+    """out[start:stop] = table[rows + 256 * scales] for one row range, chunk by chunk."""
+    half = rows.shape[1]
+    step = max(1, (_GRAIN - 1) // half)  # rows per chunk: under GRAIN_SIZE bytes, so inline
+    idx = torch.empty((min(step, stop - start), scales.shape[1], BLOCK // 2), dtype=torch.int32)
+    for r0 in range(start, stop, step):
+        r1 = min(r0 + step, stop)
+        i = idx[: r1 - r0]
+        i.copy_(rows[r0:r1].view(r1 - r0, -1, BLOCK // 2))  # uint8 -> int32 (packed byte)
+        # + 256 * scale byte, the same for the block's 8 bytes (widened here, per chunk, so
+        # that no whole-tensor op starts OpenMP threads that then spin beside the gather)
+        i.add_(scales[r0:r1].to(torch.int32).unsqueeze(-1), alpha=256)
+        torch.index_select(table, 0, i.view(-1), out=out[r0:r1].view(-1))
+
+
+def _dequantize_cpu(table: Tensor, rows: Tensor, scales: Tensor, out: Tensor) -> None:
+    n, half = rows.shape
+    if n == 0 or half == 0:
+        return
+    # one range per thread, but no thread for less than a few chunks of work
+    jobs = max(1, min(torch.get_num_threads(), n * half // (4 * _GRAIN)))
+    pool = _workers(jobs)
+    cuts = [n * j // jobs for j in range(jobs + 1)]
+    futures = [
+        pool.submit(_gather_rows, table, rows, scales, out, cuts[j], cuts[j + 1])
+        for j in range(1, jobs)
+    ] if pool is not None else []  # fmt: skip
+    try:
+        _gather_rows(table, rows, scales, out, cuts[0], cuts[1])
+    finally:
+        for f in futures:
+            f.result()

@@ -1,0 +1,142 @@
+"""The fast ``dequantize`` path against the spec formula and the previous implementation, bit for
+bit, over every (packed byte, scale byte) pair: NaN scale bytes, negative scales, overflow to Inf,
+subnormal products and odd global scales included."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from glm52_plugin.nvfp4 import dequantize, quantize
+
+# Written out from the spec, not imported from the code under test.
+SPEC_E2M1 = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0]
+BITS = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32}
+GLOBAL_SCALES = [
+    1.0,
+    2.0**-10,
+    0.37 / 2688,  # an odd (non power of two) amax / (6 * 448), as ModelOpt writes
+    3.1415927,
+    -0.75,  # not produced by ModelOpt, but the formula is defined for it
+    1e-30,  # products in the float32 subnormal range and below bf16/fp16 precision
+    1.2e-40,  # a subnormal global scale
+    1e36,  # products overflow to Inf; 0 * Inf is NaN
+    float("nan"),
+]
+
+
+def spec_dequantize(packed: torch.Tensor, scale: torch.Tensor, gs: torch.Tensor, dtype):
+    """decode e2m1 -> float32, * (scale.float() * global), cast: the straightforward formula."""
+    codes = torch.stack([packed & 0xF, packed >> 4], dim=-1).flatten(-2).long()
+    values = torch.tensor(SPEC_E2M1)[codes].unflatten(-1, (-1, 16))
+    return (values * (scale.float() * gs.float()).unsqueeze(-1)).flatten(-2).to(dtype)
+
+
+def legacy_dequantize(packed: torch.Tensor, scale: torch.Tensor, gs: torch.Tensor, dtype):
+    """The implementation before the chunked fast path (64K-entry table, index assembled as
+    the bytes of an int32, one index_select), kept verbatim as the bit-identity reference."""
+    pair_int = {torch.bfloat16: torch.int32, torch.float16: torch.int32, torch.float32: torch.int64}
+    scales = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).float()
+    combined = scales * gs.float().reshape(())
+    values = torch.tensor(SPEC_E2M1)
+    b = torch.arange(256)
+    pairs = torch.stack([values[b & 0xF], values[b >> 4]], dim=-1)
+    table = (pairs.unsqueeze(0) * combined.view(256, 1, 1)).to(dtype)
+    table = table.view(pair_int[dtype]).reshape(-1)
+    *lead, half = packed.shape
+    idx = torch.zeros((*lead, half // 8, 8, 4), dtype=torch.uint8)
+    idx[..., 0] = packed.reshape(*lead, half // 8, 8)
+    idx[..., 1] = scale.view(torch.uint8).unsqueeze(-1)
+    out = table.index_select(0, idx.view(torch.int32).reshape(-1))
+    return out.view(dtype).reshape(*lead, half * 2)
+
+
+def assert_bits_equal(got: torch.Tensor, want: torch.Tensor) -> None:
+    assert got.dtype == want.dtype
+    assert got.shape == want.shape
+    bits = BITS[got.dtype]
+    diff = got.view(bits) != want.view(bits)
+    assert not diff.any(), f"{int(diff.sum())} differing values, first at {diff.nonzero()[0]}"
+
+
+def assert_spec_equal(got: torch.Tensor, want: torch.Tensor) -> None:
+    """Bitwise, except that any NaN matches any NaN (the spec formula's own cast may pick a
+    different NaN payload for a tail element than a vectorised one)."""
+    nan = torch.isnan(want)
+    assert torch.equal(torch.isnan(got), nan)
+    assert_bits_equal(got.masked_fill(nan, 0), want.masked_fill(nan, 0))
+
+
+def all_pairs() -> tuple[torch.Tensor, torch.Tensor]:
+    """Row s: every packed byte 0..255 (32 blocks), all blocks with scale byte s."""
+    packed = torch.arange(256, dtype=torch.uint8).repeat(256, 1)  # [256 rows, 256 bytes]
+    scale = torch.arange(256, dtype=torch.uint8).view(-1, 1).expand(256, 32).contiguous()
+    return packed, scale.view(torch.float8_e4m3fn)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("gs", GLOBAL_SCALES)
+def test_every_byte_and_scale_byte_matches_spec_and_previous_code(dtype, gs):
+    packed, scale = all_pairs()
+    gs_t = torch.tensor(gs, dtype=torch.float32)
+    got = dequantize(packed, scale, gs_t, dtype)
+    assert_bits_equal(got, legacy_dequantize(packed, scale, gs_t, dtype))
+    assert_spec_equal(got, spec_dequantize(packed, scale, gs_t, dtype))
+
+
+def test_every_combination_with_a_scrambled_layout():
+    # the same 64K pairs, shuffled over rows, blocks and byte positions, so every pair also
+    # meets chunk and thread boundaries at varying offsets
+    gen = torch.Generator().manual_seed(0)
+    packed, scale = all_pairs()
+    block_bytes = packed.view(256, 32, 8)
+    order = torch.randperm(256 * 32, generator=gen)
+    packed = block_bytes.reshape(-1, 8)[order].reshape(128, 512)
+    scale = scale.view(torch.uint8).reshape(-1)[order].reshape(128, 64).view(torch.float8_e4m3fn)
+    gs = torch.tensor(0.37 / 2688)
+    for dtype in BITS:
+        got = dequantize(packed, scale, gs, dtype)
+        assert_bits_equal(got, legacy_dequantize(packed, scale, gs, dtype))
+
+
+@pytest.mark.parametrize(
+    ("n", "k"), [(1, 16), (3, 48), (7, 4096), (601, 2048), (37, 70000 // 16 * 16)]
+)
+def test_sizes_across_chunks_and_threads(n, k):
+    # 601 x 2048: several chunks per thread and an uneven split; k=69984: one row per chunk
+    gen = torch.Generator().manual_seed(n)
+    packed = torch.randint(0, 256, (n, k // 2), dtype=torch.uint8, generator=gen)
+    scale = torch.randint(0, 256, (n, k // 16), dtype=torch.uint8, generator=gen)
+    scale = scale.view(torch.float8_e4m3fn)
+    gs = torch.tensor(1 / 2688)
+    for dtype in BITS:
+        assert_bits_equal(
+            dequantize(packed, scale, gs, dtype), legacy_dequantize(packed, scale, gs, dtype)
+        )
+
+
+def test_stacked_non_contiguous_and_empty_inputs():
+    w = torch.randn(2, 64, 256, generator=torch.Generator().manual_seed(3))
+    parts = [quantize(x) for x in w]
+    packed = torch.stack([p for p, _, _ in parts])
+    scale = torch.stack([s for _, s, _ in parts])
+    gs = parts[0][2]
+    want = legacy_dequantize(packed, scale, gs, torch.bfloat16)
+    assert_bits_equal(dequantize(packed, scale, gs), want)
+    # a strided view (every other row) takes the same values as its contiguous copy
+    assert_bits_equal(dequantize(packed[:, ::2], scale[:, ::2], gs), want[:, ::2])
+    empty = dequantize(packed[:, :0], scale[:, :0], gs)
+    assert empty.shape == (2, 0, 256)
+    assert empty.dtype == torch.bfloat16
+
+
+def test_checkpoint_nan_scale_check_is_isfinite_of_the_float_value():
+    # the loader tests scale bytes instead of isfinite(scale.float()); same verdict for every
+    # byte, wherever it sits (here past the first inline slice of 32767 bytes)
+    from glm52_plugin.checkpoint.reader import _has_nan_e4m3
+
+    for byte in range(256):
+        scale = torch.full((300, 128), 0x38, dtype=torch.uint8)
+        scale[-1, -1] = byte
+        scale = scale.view(torch.float8_e4m3fn)
+        assert _has_nan_e4m3(scale) == (not torch.isfinite(scale.float()).all())
