@@ -151,6 +151,8 @@ class CompiledDecoder:
 
     def __init__(self, model: Glm52ForCausalLM, cache: ModelCache, capacity: int) -> None:
         self.model = model
+        if capacity <= cache.length:
+            raise ValueError(f"capacity {capacity}: no room after {cache.length} cached tokens")
         self.static = StaticCache(cache, model.config.num_hidden_layers, capacity)
         for m in model.modules():
             if isinstance(m, MoE):
