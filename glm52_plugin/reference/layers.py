@@ -228,18 +228,22 @@ class MoE(nn.Module):
         weights += [e.down_proj.weight for e in experts]
         key = tuple((w.data_ptr(), w._version) for w in weights)
         if self._stacked is None or key != self._stacked_key:
-            gate_up = torch.stack(
-                [torch.cat((e.gate_proj.weight, e.up_proj.weight)) for e in experts]
-            )
-            down = torch.stack([e.down_proj.weight for e in experts])
-            self._stacked, self._stacked_key = (gate_up.detach(), down.detach()), key
+            self._stacked, self._stacked_key = self._stack(), key
         return self._stacked
+
+    def _stack(self) -> tuple[Tensor, Tensor]:
+        experts = list(self.experts)
+        gate_up = torch.stack([torch.cat((e.gate_proj.weight, e.up_proj.weight)) for e in experts])
+        down = torch.stack([e.down_proj.weight for e in experts])
+        return gate_up.detach(), down.detach()
 
     def _decode_stacked(self, flat: Tensor, weights: Tensor, ids: Tensor, out: Tensor) -> Tensor:
         """out [1, D] (the shared expert's) plus one token's routed experts, from the stacked
         weights: the A experts are picked by indexing, with no host sync."""
-        assert self._stacked is not None, "call stacked_experts() before compiling"
-        gate_up, down = self._stacked[0][ids[0]], self._stacked[1][ids[0]]  # [A, 2I, D], [A, D, I]
+        # a graph traced without stacked_experts() first (someone compiling the model directly)
+        # stacks inside the graph: correct, but a copy of every expert per step
+        stacked = self._stacked if self._stacked is not None else self._stack()
+        gate_up, down = stacked[0][ids[0]], stacked[1][ids[0]]  # [A, 2I, D], [A, D, I]
         g, u = torch.matmul(gate_up, flat[0]).chunk(2, -1)  # [A, I] each
         y = torch.matmul(down, (F.silu(g) * u)[..., None])[..., 0]  # [A, D]
         y = (y * weights[0, :, None]).to(out.dtype)
