@@ -8,6 +8,7 @@ version strings themselves. Everything imports vLLM lazily: this module must imp
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 # [min, max) of (major, minor); keep in sync with the `vllm` extra in pyproject.toml.
@@ -59,3 +60,12 @@ def model_registry() -> Any:
     if not callable(getattr(ModelRegistry, "register_model", None)):
         raise UnsupportedVllmError("vllm.ModelRegistry has no register_model()")
     return ModelRegistry
+
+
+def class_for_platform(portable: type, in_tree: Callable[[], type]) -> type:
+    """The portable class on CPU (vLLM has no DSA kernels there), else ``in_tree()``: vLLM's own
+    CUDA/ROCm DSA class subclassed by the plugin. Decided at import, as vLLM's
+    ``models/deepseek_v32/__init__.py`` does."""
+    from vllm.platforms import current_platform
+
+    return portable if current_platform.is_cpu() else in_tree()

@@ -23,6 +23,7 @@ from vllm.model_executor.models.deepseek_v2 import DeepseekV2ForCausalLM
 
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.vllm.attention import SharedTopk, install_dsa
+from glm52_plugin.vllm.compat import class_for_platform
 from glm52_plugin.vllm.weights import (
     copy_checked,
     dense_twin_config,
@@ -94,12 +95,4 @@ def _in_tree_class() -> type:
     return GlmMoeDsaForCausalLM
 
 
-def _select() -> type:
-    from vllm.platforms import current_platform
-
-    if current_platform.is_cpu():
-        return PortableGlmMoeDsaForCausalLM
-    return _in_tree_class()
-
-
-GlmMoeDsaForCausalLM = _select()
+GlmMoeDsaForCausalLM = class_for_platform(PortableGlmMoeDsaForCausalLM, _in_tree_class)

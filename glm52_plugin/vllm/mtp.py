@@ -22,6 +22,7 @@ from vllm.model_executor.models.deepseek_mtp import DeepSeekMTP
 
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.vllm.attention import SharedTopk, install_dsa
+from glm52_plugin.vllm.compat import class_for_platform
 from glm52_plugin.vllm.weights import (
     align_mtp_head_exclusion,
     copy_checked,
@@ -94,12 +95,4 @@ def _in_tree_class() -> type:
     return DeepseekV32MTPModel
 
 
-def _select() -> type:
-    from vllm.platforms import current_platform
-
-    if current_platform.is_cpu():
-        return PortableDeepseekV32MTPModel
-    return _in_tree_class()
-
-
-DeepseekV32MTPModel = _select()
+DeepseekV32MTPModel = class_for_platform(PortableDeepseekV32MTPModel, _in_tree_class)

@@ -9,7 +9,10 @@ from tests.conftest import prompt_ids
 
 
 def test_token_by_token_decode_matches_full_forward(toy_model) -> None:
-    ids = prompt_ids(60, seed=3)
+    # Not seed 3: on AVX-512 machines it puts two indexer scores 3e-8 apart at the top-k cut-off
+    # of one 8-layer-toy layer, where decode and full recompute may round either way (matmul
+    # blocking differs by shape) and legitimately select different keys.
+    ids = prompt_ids(60, seed=0)
     full = toy_model(ids)
     cache = toy_model.new_cache()
     steps = [toy_model(ids[:, :20], cache)]

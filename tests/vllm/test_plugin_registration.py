@@ -159,7 +159,10 @@ def test_registry_loads_our_class() -> None:
         "print('CLS', cls.__module__, cls.__qualname__)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert "CLS glm52_plugin.vllm.model GlmMoeDsaForCausalLM" in proc.stdout, proc.stderr[-4000:]
+    # on CPU the module's GlmMoeDsaForCausalLM is the portable class (GPU: in-tree subclass)
+    assert "CLS glm52_plugin.vllm.model PortableGlmMoeDsaForCausalLM" in proc.stdout, proc.stderr[
+        -4000:
+    ]
 
 
 # A real offline engine on a tiny in-tree model (dummy weights, no tokenizer): the plugin must be
@@ -170,7 +173,7 @@ from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
 
 if __name__ == "__main__":  # vLLM spawns workers
-    llm = LLM(model=sys.argv[1], skip_tokenizer_init=True, load_format="dummy", dtype="bfloat16",
+    llm = LLM(model=sys.argv[1], skip_tokenizer_init=True, load_format="dummy", dtype="float32",
               enforce_eager=True, gpu_memory_utilization=0.05, max_model_len=64, max_num_seqs=1)
     out = llm.generate([TokensPrompt(prompt_token_ids=[1, 2, 3])],
                        SamplingParams(max_tokens=2, detokenize=False))
