@@ -17,18 +17,25 @@ from torch import Tensor
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.reference.layers import Indexer, Rotary, apply_rope_interleaved
 from glm52_plugin.vllm.sparse_mla import (
-    request_attention,
-    request_topk,
-    request_views,
+    RequestGroup,
+    group_attention,
+    group_topk,
+    request_groups,
     write_slots,
 )
 
 
 @dataclass
 class SharedTopk:
-    """Top-k of the latest full layer in the current forward, one entry per request."""
+    """State of the latest full layer in the current forward, reused by IndexShare layers.
 
-    per_request: list[Tensor] = field(default_factory=list)
+    ``groups`` is the forward's batch layout (built once per full layer, so shared layers skip it)
+    and ``topk`` holds one [R, S, K] tensor per group; ``positions`` identifies the forward.
+    """
+
+    groups: list[RequestGroup] = field(default_factory=list)
+    topk: list[Tensor] = field(default_factory=list)
+    positions: Tensor | None = None
 
 
 def _layer_metadata(layer_name: str) -> object | None:
@@ -55,10 +62,19 @@ def install_dsa(attn: torch.nn.Module, cfg: Glm52Config, layer: int, shared: Sha
     attn.glm_rotary = Rotary(cfg)
     attn.glm_shared = shared
     attn.glm_index_rows = None
+    attn.glm_absorb_key = None  # see GlmDsaAttention._absorb_weights
     # checkpoint names: model.layers.{i}.self_attn.indexer.{wq_b,wk,k_norm,weights_proj}
     attn.indexer = Indexer(cfg, dtype) if cfg.has_indexer(layer) else None
     if attn.indexer is not None:
         attn.indexer.weights_proj.float()  # fp32 head weights, as the reference
+    # Our forward does all MLA math itself and never calls vLLM's MLA kernels, so skip their
+    # weight post-processing: on x86 hosts with AMX vLLM picks AMX_MLA, which packs W_UK/W_UV
+    # (rejecting fp32 weights) and then swaps kv_b_proj.weight, which we read, for an empty one.
+    attn.mla_attn.mla_attn.process_weights_after_loading = _skip_kernel_weight_packing
+
+
+def _skip_kernel_weight_packing(act_dtype: torch.dtype) -> None:
+    del act_dtype
 
 
 _DSA_CLASSES: dict[type, type] = {}
@@ -82,6 +98,18 @@ class GlmDsaAttention:
             )
         return self.glm_index_rows
 
+    def _absorb_weights(self) -> tuple[Tensor, Tensor]:
+        # kv_b_proj split per head into W_UK [H, Dn, C] and W_UV^T [H, C, Dv], made contiguous
+        # once (as vLLM's W_UK_T / W_UV): strided views make every step's batched matmuls copy.
+        weight = self.kv_b_proj.weight
+        key = (weight.data_ptr(), weight._version)
+        if self.glm_absorb_key != key:
+            h, nope, c = self.num_local_heads, self.qk_nope_head_dim, self.kv_lora_rank
+            w = weight.detach().view(h, nope + self.v_head_dim, c)
+            self.glm_absorb = (w[:, :nope].contiguous(), w[:, nope:].transpose(1, 2).contiguous())
+            self.glm_absorb_key = key
+        return self.glm_absorb
+
     def forward(
         self, positions: Tensor, hidden_states: Tensor, llama_4_scaling: Tensor | None = None
     ) -> Tensor:
@@ -100,8 +128,7 @@ class GlmDsaAttention:
             (self.kv_a_layernorm(kv_c), apply_rope_interleaved(k_pe[None], cis)[0]), -1
         )
 
-        w = self.kv_b_proj.weight.view(h, nope + self.v_head_dim, c)
-        w_kc, w_vc = w[:, :nope], w[:, nope:]
+        w_kc, w_vc_t = self._absorb_weights()
         q_lat = torch.matmul(q_nope.transpose(0, 1), w_kc).transpose(0, 1)  # [T, H, C]
         q_all = torch.cat((q_lat, q_pe), -1)
         out = torch.zeros(t, h, c, dtype=q_all.dtype, device=q_all.device)
@@ -111,22 +138,32 @@ class GlmDsaAttention:
         if metadata is not None and inner.kv_cache.numel() > 0:
             rows = inner.kv_cache.view(-1, c + rope)
             write_slots(rows, metadata.slot_mapping, latent)
-            views = request_views(metadata, positions, inner.kv_cache.shape[1])
+            shared = self.glm_shared
             if self.indexer is not None:
-                self.glm_shared.per_request = self._run_indexer(
-                    hidden_states, q_c, cis, positions, metadata, rows.shape[0], views
+                # a forward's first DSA layer is always full, so this rebuilds every step
+                shared.groups = request_groups(metadata, positions, inner.kv_cache.shape[1])
+                shared.topk = self._run_indexer(
+                    hidden_states, q_c, cis, metadata, rows.shape[0], shared.groups
                 )
-            topks = self.glm_shared.per_request
-            if len(topks) != len(views):
+                shared.positions = positions
+            elif shared.positions is None or not (
+                shared.positions is positions or torch.equal(shared.positions, positions)
+            ):
                 raise RuntimeError("IndexShare: shared layer ran before any full indexer layer")
-            for view, topk in zip(views, topks, strict=True):
-                out[view.rows] = request_attention(
-                    q_all, rows, view, positions, topk, self.scaling, c
-                )
-        o = torch.matmul(out.transpose(0, 1), w_vc.transpose(1, 2)).transpose(0, 1)
+            for group, topk in zip(shared.groups, shared.topk, strict=True):
+                group.scatter(out, group_attention(q_all, rows, group, topk, self.scaling, c))
+        o = torch.matmul(out.transpose(0, 1), w_vc_t).transpose(0, 1)
         return self.o_proj(o.reshape(t, h * self.v_head_dim))[0]
 
-    def _run_indexer(self, x, q_c, cis, positions, metadata, num_slots, views) -> list[Tensor]:
+    def _run_indexer(
+        self,
+        x: Tensor,
+        q_c: Tensor,
+        cis: Tensor,
+        metadata: object,
+        num_slots: int,
+        groups: list[RequestGroup],
+    ) -> list[Tensor]:
         idx = self.indexer
         r = idx.rope_dim
         q = idx.wq_b(q_c).view(x.shape[0], idx.n_heads, idx.head_dim)
@@ -137,4 +174,4 @@ class GlmDsaAttention:
         write_slots(index_rows, metadata.slot_mapping, k)
         weights = idx.weights_proj(x.float()) * idx.n_heads**-0.5
         scale = idx.head_dim**-0.5
-        return [request_topk(q, weights, index_rows, v, positions, idx.topk, scale) for v in views]
+        return [group_topk(q, weights, index_rows, g, idx.topk, scale) for g in groups]

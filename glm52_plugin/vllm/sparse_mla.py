@@ -5,53 +5,97 @@ of the paged latent cache (its allocation, block tables and slot mapping) and ru
 of the reference model on top of it: the lightning indexer with its own key cache (full layers
 only, same slot numbering as the latent cache), IndexShare reuse, and attention that reads only
 the top-k rows of each request. Engine-free apart from the metadata object it is handed.
+
+Requests are batched, not looped over: a step's requests are split into vLLM's two groups
+(decodes, then prefills) and each group is padded to its longest query and longest context, so a
+decode step of R requests costs one indexer scoring, one sort, one gather and one attention per
+layer instead of R of each. The math is ``reference.layers.indexer_topk`` / ``sparse_attention``
+with per-request positions; padding never changes a result (see ``RequestGroup``).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from glm52_plugin.reference.layers import indexer_topk, sparse_attention
+# Elements per chunk of query rows, as the reference: bounds the [R, s, H_I, L] indexer scores and
+# the [R, s, K, C+R] gathered latent rows of long prefills.
+_CHUNK_ELEMENTS = 1 << 24
 
 
 @dataclass
-class RequestView:
-    """One request of a batch: its query rows in the batch and its cache slots."""
+class RequestGroup:
+    """Requests of one batch padded to a common query length S and context length L.
 
-    rows: slice  # query tokens of this request in the flattened batch
-    slots: Tensor  # int64 [L]: cache slot of every position 0..L-1 of the request
+    Padding is inert: a padded query row repeats its request's first real row (so it has a real
+    position and no all-masked softmax) and is never scattered back; context positions at or past
+    a request's length point at slot 0 and are always in the future of its queries, so the
+    indexer scores them -inf (sorted after every real key, earlier positions first, as the
+    reference's own future keys) and attention masks them.
+    """
+
+    tokens: Tensor  # int64 [R, S]: row of each query in the flattened batch
+    positions: Tensor  # int64 [R, S]: position of each query in its request
+    slots: Tensor  # int64 [R, L]: cache slot of positions 0..L-1 of each request
+    real: Tensor | None  # int64 [N]: the real queries among the R * S (None: all are real)
+
+    def scatter(self, out: Tensor, values: Tensor) -> None:
+        """out[token] = values[r, s] for every real query (values [R, S, ...])."""
+        values, tokens = values.flatten(0, 1), self.tokens.flatten()
+        if self.real is not None:
+            values, tokens = values[self.real], tokens[self.real]
+        out.index_copy_(0, tokens, values.to(out.dtype))
 
 
-def request_views(metadata: object, positions: Tensor, block_size: int) -> list[RequestView]:
-    """Split a vLLM MLA batch into requests (decodes first, as vLLM orders them).
+def request_groups(metadata: object, positions: Tensor, block_size: int) -> list[RequestGroup]:
+    """Split a vLLM MLA batch into its decode and prefill groups (vLLM orders decodes first).
 
-    ``metadata`` is vLLM's ``MLACommonMetadata``: query_start_loc, num_decodes, and the block
-    tables of ``decode`` and ``prefill``. A request's length is its last query position + 1,
+    ``metadata`` is vLLM's ``MLACommonMetadata``: query_start_loc, num_reqs, num_decodes, and the
+    block tables of ``decode`` and ``prefill``. A request's length is its last query position + 1,
     which holds with and without chunked prefill or prefix caching.
     """
-    starts = metadata.query_start_loc.tolist()
+    starts = metadata.query_start_loc.long()
     num_decodes = metadata.num_decodes
-    views = []
-    for i in range(metadata.num_reqs):
-        rows = slice(starts[i], starts[i + 1])
-        if rows.stop == rows.start:
-            continue
-        if i < num_decodes:
-            table = metadata.decode.block_table[i]
-        else:
-            table = metadata.prefill.block_table[i - num_decodes]
-        length = int(positions[rows.stop - 1]) + 1
-        views.append(RequestView(rows, paged_slots(table, length, block_size)))
-    return views
+    groups = []
+    for lo, hi, part in (
+        (0, num_decodes, metadata.decode),
+        (num_decodes, metadata.num_reqs, metadata.prefill),
+    ):
+        if hi > lo:
+            group = _group(starts[lo : hi + 1], part.block_table, positions, block_size)
+            if group is not None:
+                groups.append(group)
+    return groups
 
 
-def paged_slots(block_table_row: Tensor, length: int, block_size: int) -> Tensor:
-    """Cache slot of positions 0..length-1: block_table[pos // bs] * bs + pos % bs."""
-    pos = torch.arange(length)
-    return block_table_row.long()[pos // block_size] * block_size + pos % block_size
+def _group(
+    starts: Tensor, block_table: Tensor, positions: Tensor, block_size: int
+) -> RequestGroup | None:
+    first, count = starts[:-1], starts[1:] - starts[:-1]
+    keep = count > 0  # requests without query tokens in this step (none in practice)
+    if not bool(keep.all()):
+        first, count, block_table = first[keep], count[keep], block_table[keep]
+    if first.numel() == 0:
+        return None
+    offsets = torch.arange(int(count.max()))
+    valid = offsets < count[:, None]
+    tokens = torch.where(valid, first[:, None] + offsets, first[:, None])
+    length = positions[first + count - 1].long() + 1  # [R]
+    key_pos = torch.arange(int(length.max()))
+    slots = paged_slots(block_table, key_pos, block_size)
+    # past a request's length the table holds stale or unset ids: point them at a real slot
+    slots = torch.where(key_pos < length[:, None], slots, 0)
+    real = None if bool(valid.all()) else valid.flatten().nonzero().squeeze(1)
+    return RequestGroup(tokens, positions[tokens].long(), slots, real)
+
+
+def paged_slots(block_table: Tensor, key_pos: Tensor, block_size: int) -> Tensor:
+    """Cache slot of ``key_pos`` for each block-table row: table[pos // bs] * bs + pos % bs."""
+    return block_table.long()[:, key_pos // block_size] * block_size + key_pos % block_size
 
 
 def write_slots(cache_rows: Tensor, slot_mapping: Tensor, values: Tensor) -> None:
@@ -63,36 +107,68 @@ def write_slots(cache_rows: Tensor, slot_mapping: Tensor, values: Tensor) -> Non
     cache_rows[slots] = values.to(cache_rows.dtype)
 
 
-def request_topk(
+def _chunks(n_rows: int, per_row: int) -> list[slice]:
+    step = max(1, _CHUNK_ELEMENTS // max(per_row, 1))
+    return [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
+
+
+def group_topk(
     q_index: Tensor,
     weights: Tensor,
     index_keys: Tensor,
-    view: RequestView,
-    positions: Tensor,
+    group: RequestGroup,
     topk: int,
     scale: float,
 ) -> Tensor:
-    """Indexer top-k of one request's queries over its cached indexer keys -> [1, S, K]."""
-    keys = index_keys[view.slots][None]  # [1, L, D_I]
-    return indexer_topk(
-        q_index[view.rows][None], weights[view.rows][None], keys, positions[view.rows], topk, scale
-    )
+    """Indexer top-k of a group: ``reference.layers.indexer_topk`` per request, in one batch.
+
+    q_index [T, H_I, D_I] (rotated), weights fp32 [T, H_I], index_keys [slots, D_I] (the
+    indexer key cache) -> key positions int64 [R, S, min(topk, L)].
+    """
+    r, s = group.tokens.shape
+    keys = index_keys[group.slots].float()  # [R, L, D_I]: only this group's cached keys
+    n_keys = keys.shape[1]
+    k_sel = min(topk, n_keys)
+    key_pos = torch.arange(n_keys)
+    keys_t = keys.transpose(1, 2).unsqueeze(1)  # [R, 1, D_I, L]
+    out = torch.empty(r, s, k_sel, dtype=torch.long)
+    for rows in _chunks(s, r * q_index.shape[1] * n_keys):
+        tok = group.tokens[:, rows]
+        scores = torch.matmul(q_index[tok].float(), keys_t) * scale  # [R, s', H_I, L]
+        index = torch.matmul(weights[tok].unsqueeze(-2), F.relu(scores)).squeeze(-2)
+        future = key_pos > group.positions[:, rows, None]  # [R, s', L]
+        index = index.masked_fill(future, -math.inf)
+        # the reference's tie rule: a stable sort puts the earlier position first
+        order = index.sort(dim=-1, descending=True, stable=True).indices
+        out[:, rows] = order[..., :k_sel]
+    return out
 
 
-def request_attention(
+def group_attention(
     q_all: Tensor,
     latent_rows: Tensor,
-    view: RequestView,
-    positions: Tensor,
+    group: RequestGroup,
     topk: Tensor,
     scale: float,
     kv_rank: int,
 ) -> Tensor:
-    """Sparse absorbed MLA of one request: q_all [T, H, C+R] -> latent outputs [S, H, C].
+    """Sparse absorbed MLA of a group: ``reference.layers.sparse_attention`` in one batch.
 
-    Reads only the selected rows of the paged cache ``latent_rows`` [slots, C+R].
+    q_all [T, H, C+R] (latent-space nope | rope), latent_rows [slots, C+R] (the paged cache),
+    topk [R, S, K] key positions -> latent outputs [R, S, H, C]. Reads only the selected rows.
     """
-    q = q_all[view.rows][None]
-    return sparse_attention(
-        q, latent_rows[None], topk, positions[view.rows], scale, kv_rank, slots=view.slots
-    )[0]
+    r, s = group.tokens.shape
+    k, width = topk.shape[-1], latent_rows.shape[1]
+    out = torch.empty(r, s, q_all.shape[1], kv_rank, dtype=q_all.dtype)
+    for rows in _chunks(s, r * k * width):
+        idx = topk[:, rows]  # [R, s', K]
+        cache_rows = group.slots.gather(1, idx.reshape(r, -1))
+        sel = latent_rows.index_select(0, cache_rows.reshape(-1)).view(*idx.shape, width)
+        sel = sel.to(q_all.dtype)
+        q = q_all[group.tokens[:, rows]]  # [R, s', H, C+R]
+        scores = torch.matmul(q, sel.transpose(-1, -2)) * scale  # [R, s', H, K]
+        visible = idx <= group.positions[:, rows, None]  # causal: short rows pick masked keys
+        scores = scores.masked_fill(~visible[:, :, None, :], -math.inf)
+        p = scores.softmax(-1, dtype=torch.float32).to(q.dtype)
+        out[:, rows] = torch.matmul(p, sel[..., :kv_rank])  # [R, s', H, C]
+    return out

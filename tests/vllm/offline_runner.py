@@ -2,6 +2,7 @@
 
 A separate process per engine instance (vLLM spawns workers and keeps global state), used by
 test_model_cpu.py:  python offline_runner.py CKPT DTYPE MAX_TOKENS PROMPT_JSON [--quantization Q]
+[--mtp N] [--max-num-seqs N] [--max-model-len N] [--max-num-batched-tokens N]
 """
 
 import argparse
@@ -16,6 +17,11 @@ def main() -> None:
     p.add_argument("prompts", help="JSON list of token-id lists")
     p.add_argument("--quantization")
     p.add_argument("--mtp", type=int, default=0, help="MTP speculative decoding draft tokens")
+    p.add_argument("--max-num-seqs", type=int, default=4)
+    p.add_argument("--max-model-len", type=int, default=512)
+    p.add_argument(
+        "--max-num-batched-tokens", type=int, help="scheduler token budget per step (vLLM default)"
+    )
     args = p.parse_args()
 
     from vllm import LLM, SamplingParams
@@ -27,8 +33,9 @@ def main() -> None:
         quantization=args.quantization,
         enforce_eager=True,
         gpu_memory_utilization=0.1,  # of system RAM on CPU
-        max_model_len=512,
-        max_num_seqs=4,
+        max_model_len=args.max_model_len,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
         skip_tokenizer_init=True,
         seed=0,
         speculative_config=(

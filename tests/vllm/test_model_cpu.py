@@ -30,9 +30,10 @@ def run_vllm(
     quantization: str | None = None,
     dtype: str = "float32",
     mtp: int = 0,
+    engine_args: tuple[str, ...] = (),
 ) -> dict:
     cmd = [sys.executable, str(RUNNER), str(checkpoint), dtype, str(MAX_TOKENS),
-           json.dumps(prompts)] + (["--quantization", quantization] if quantization else []) + ["--mtp", str(mtp)]  # fmt: skip
+           json.dumps(prompts)] + (["--quantization", quantization] if quantization else []) + ["--mtp", str(mtp), *engine_args]  # fmt: skip
     env = {**os.environ, "VLLM_LOGGING_LEVEL": "INFO"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -73,6 +74,28 @@ def test_offline_greedy_equals_reference(toy_checkpoints, layers, tmp_path) -> N
         assert len(prompt) > ref.config.index_topk  # sparse selection is exercised
         want_tokens, want_logprobs = reference_path(ref, prompt, MAX_TOKENS)
         assert tokens == want_tokens
+        assert (
+            max(abs(a - b) for a, b in zip(logprobs, want_logprobs, strict=True))
+            < LOGPROB_TOLERANCE
+        )
+
+
+def test_batched_requests_of_mixed_lengths_equal_reference(toy_checkpoints) -> None:
+    """The CPU DSA batches all requests of a step (padded per decode/prefill group): requests
+    shorter than index_topk, equal to it and several times longer, in one engine, each equal to
+    the reference. A 128-token step budget cannot take all prompts at once, so later prompts are
+    prefilled (or, where vLLM chunks prefills, continued) in the same steps as earlier requests'
+    decodes: mixed decode + prefill batches with ragged contexts."""
+    path = toy_checkpoints[8]
+    ref = Glm52ForCausalLM.from_pretrained(path, dtype=torch.float32, progress=False)
+    topk = ref.config.index_topk
+    lengths = [80, 5, 3 * topk, topk, 9, 4 * topk + 3, 1]
+    prompts = [prompt_ids(n, seed=10 + i)[0].tolist() for i, n in enumerate(lengths)]
+    engine = ("--max-num-seqs", "8", "--max-model-len", "128", "--max-num-batched-tokens", "128")
+    result = run_vllm(path, prompts, engine_args=engine)
+    for prompt, tokens, logprobs in zip(prompts, result["tokens"], result["logprobs"], strict=True):
+        want_tokens, want_logprobs = reference_path(ref, prompt, MAX_TOKENS)
+        assert tokens == want_tokens, f"prompt of {len(prompt)} tokens"
         assert (
             max(abs(a - b) for a, b in zip(logprobs, want_logprobs, strict=True))
             < LOGPROB_TOLERANCE
