@@ -21,6 +21,7 @@ from collections.abc import Iterable
 import torch
 from vllm.model_executor.models.deepseek_v2 import DeepseekV2ForCausalLM
 
+from glm52_plugin.checkpoint.preload import validate_before_load
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.vllm.attention import SharedTopk, install_dsa
 from glm52_plugin.vllm.compat import class_for_platform
@@ -86,8 +87,10 @@ def _in_tree_class() -> type:
             hf_config.index_topk_pattern = index_topk_pattern(glm_config)
             super().__init__(vllm_config=vllm_config, prefix=prefix)
             self.glm_config = glm_config
+            self.glm_source = vllm_config.model_config.model
 
         def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+            validate_before_load(self.glm_source, log)  # headers, before any tensor is consumed
             loaded = super().load_weights(drop_shared_indexer(weights, self.glm_config))
             require_indexers_loaded(dict(self.named_parameters()), loaded, "full layers")
             return loaded

@@ -189,6 +189,7 @@ def test_load_weights_filters_and_checks_without_building_layers(monkeypatch) ->
     cfg = Glm52Config.toy(8)
     model = object.__new__(GlmMoeDsaForCausalLM)  # skip __init__: no layers, no GPU
     model.glm52_config = cfg
+    model.glm52_source = ""  # no local checkpoint: header validation is skipped (tested below)
     names = list(toy_state_dict(cfg, 0))
     extra = [f"model.layers.3.self_attn.indexer.{m}.weight" for m in ("wq_b", "wk", "weights_proj")]
     model.load_weights((n, torch.empty(0)) for n in names + extra)
@@ -200,6 +201,51 @@ def test_load_weights_filters_and_checks_without_building_layers(monkeypatch) ->
     broken = [n for n in names if not n.startswith("model.layers.6.self_attn.indexer.")]
     with pytest.raises(ValueError, match="layer 6"):
         model.load_weights((n, torch.empty(0)) for n in broken)
+
+
+def test_load_weights_validates_checkpoint_headers_before_any_tensor(
+    monkeypatch, toy_nvfp4_checkpoints, tmp_path
+) -> None:
+    """A corrupt NVFP4 checkpoint (an expert's weight_scale_2 missing) fails naming the tensor,
+    before SGLang's loader has seen a single weight; the clean toy passes through."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+    from sglang.srt.models import glm4_moe
+
+    from glm52_plugin.checkpoint import CheckpointError
+    from glm52_plugin.sglang.models.glm_moe_dsa import GlmMoeDsaForCausalLM
+    from glm52_plugin.toy.weights import toy_state_dict
+
+    seen: list[str] = []
+    monkeypatch.setattr(
+        glm4_moe.GlmMoeDsaForCausalLM,
+        "load_weights",
+        lambda self, weights, *a, **k: seen.extend(n for n, _ in weights),
+    )
+    good = toy_nvfp4_checkpoints[2]
+    model = object.__new__(GlmMoeDsaForCausalLM)
+    model.glm52_config = Glm52Config.from_pretrained(good)
+    model.glm52_source = str(good)
+    names = list(toy_state_dict(model.glm52_config, 0))
+    model.load_weights((n, torch.empty(0)) for n in names)
+    assert seen == names
+
+    bad = tmp_path / "bad"
+    shutil.copytree(good, bad)
+    victim = "model.layers.1.mlp.experts.3.down_proj.weight_scale_2"
+    index = json.loads((bad / "model.safetensors.index.json").read_text())
+    shard = bad / index["weight_map"].pop(victim)
+    tensors = load_file(shard)
+    del tensors[victim]
+    save_file(tensors, shard, {"format": "pt"})
+    (bad / "model.safetensors.index.json").write_text(json.dumps(index))
+    model.glm52_source = str(bad)
+    seen.clear()
+    with pytest.raises(CheckpointError, match=r"experts\.3\.down_proj"):
+        model.load_weights(iter([("model.norm.weight", torch.empty(0))]))
+    assert seen == []
 
 
 @pytest.mark.gpu

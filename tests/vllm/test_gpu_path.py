@@ -84,6 +84,7 @@ def _in_tree_model(monkeypatch, params: list[str]):
     obj = cls.__new__(cls)
     nn.Module.__init__(obj)
     obj.glm_config = Glm52Config.toy(2)  # layer 0 full, 1 shared, MTP 2
+    obj.glm_source = ""  # no local checkpoint: header validation skipped (tested below)
     obj.named_parameters = lambda: [(n, torch.zeros(1)) for n in params]
     return obj
 
@@ -137,3 +138,22 @@ def test_in_tree_mtp_aligns_the_head_exclusion_before_building(monkeypatch) -> N
 def test_cpu_platform_selects_the_portable_classes() -> None:
     assert model_mod.GlmMoeDsaForCausalLM is model_mod.PortableGlmMoeDsaForCausalLM
     assert mtp_mod.DeepseekV32MTPModel is mtp_mod.PortableDeepseekV32MTPModel
+
+
+def test_in_tree_model_validates_checkpoint_headers_first(
+    monkeypatch, toy_nvfp4_checkpoints, tmp_path
+) -> None:
+    """A checkpoint missing an NVFP4 scale fails naming it before vLLM consumes any weight."""
+    from glm52_plugin.checkpoint import CheckpointError
+    from tests.vllm.ckpt_edit import edit_checkpoint
+
+    victim = "model.layers.1.mlp.experts.3.down_proj.weight_scale_2"
+    bad = edit_checkpoint(toy_nvfp4_checkpoints[2], tmp_path / "bad", drop={victim})
+    obj = _in_tree_model(monkeypatch, [])
+    obj.glm_source = str(bad)
+    with pytest.raises(CheckpointError, match=r"experts\.3\.down_proj"):
+        obj.load_weights(iter([("model.norm.weight", torch.zeros(1))]))
+    assert not hasattr(obj, "seen")  # the in-tree loader was never reached
+    obj.glm_source = str(toy_nvfp4_checkpoints[2])
+    obj.load_weights(iter([("model.norm.weight", torch.zeros(1))]))
+    assert obj.seen == ["model.norm.weight"]

@@ -4,8 +4,9 @@ Subclasses of ``sglang.srt.models.glm4_moe.GlmMoeDsaForCausalLM`` / ``GlmMoeDsaF
 (DSA, IndexShare, MTP, NVFP4 and weight loading are inherited). The names stay identical because
 SGLang keys the DSA backend, MLA KV pool, page size and MTP draft rewrite on them (spec §2.3).
 Added here: the config's ``indexer_types`` (as glm52_plugin.config resolves it) must match SGLang's
-own skip-topk schedule, shared-layer indexer tensors are dropped with a warning, and a full layer
-without its indexer tensors fails the load.
+own skip-topk schedule, the checkpoint's safetensors headers are validated by our reader before
+any weight loads (names incl. the MTP layer, NVFP4 parts and exclusions), shared-layer indexer
+tensors are dropped with a warning, and a full layer without its indexer tensors fails the load.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from sglang.srt.models import glm4_moe
 
 from glm52_plugin import __version__
+from glm52_plugin.checkpoint.preload import validate_before_load
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.sglang.weights import IndexerWeightFilter, full_layers, shared_layers
 
@@ -88,11 +90,15 @@ class GlmMoeDsaForCausalLM(glm4_moe.GlmMoeDsaForCausalLM):
         cfg = resolve_config(config)  # before any layer is built: fail fast
         super().__init__(config, *args, **kwargs)
         self.glm52_config = cfg
+        self.glm52_source = getattr(config, "_name_or_path", "")
         _log_active(type(self).__name__, self.glm52_config)
 
     def load_weights(
         self, weights: Iterable[tuple[str, torch.Tensor]], *args: Any, **kwargs: Any
     ) -> Any:
+        # names (MTP layer included), shapes, dtypes, NVFP4 parts and exclusions, from headers,
+        # before SGLang consumes a single tensor
+        validate_before_load(self.glm52_source, logger)
         types = self.glm52_config.indexer_types
         filt = IndexerWeightFilter(shared=shared_layers(types), expected_full=full_layers(types))
         return _load_filtered(
