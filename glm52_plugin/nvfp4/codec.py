@@ -205,13 +205,16 @@ def dequantize(
     return out.view(dtype).reshape(*lead, half * 2)
 
 
-# CPU: the work is one int32 widening copy, one broadcast add and one gather per packed byte.
-# Done on whole tensors, each pass streams N*K*2 bytes of index through DRAM and the 1-D
-# ``index_select`` kernel is serial. So rows are processed in chunks of at most GRAIN_SIZE
-# packed bytes (ATen's at::internal::GRAIN_SIZE: below it ops run inline, with no OpenMP team
-# to start and wait on, which on a busy 2-core machine costs more than the op), the chunk's
-# index stays in L1/L2 between the three passes, and contiguous row ranges are spread over
-# torch.get_num_threads() Python threads (ATen ops release the GIL) so the gather is parallel.
+# CPU: the work is one widening add (packed byte + 256 * scale byte -> int32 index) and one
+# gather per packed byte. Done on whole tensors, each pass streams N*K*4 bytes of index through
+# DRAM and the 1-D ``index_select`` kernel is serial. So rows are processed in chunks of about
+# _CHUNK packed bytes, whose 512 KB index stays in L2 between the two passes, and contiguous
+# row ranges are spread over torch.get_num_threads() Python threads (ATen ops release the GIL)
+# so the gather is parallel. Chunk size, measured on 2 cores (7168x2048, idle / both cores
+# busy with other processes): 32K bytes 15-16 / 16-23 ms (Python overhead of ~230 chunks),
+# 128K 8.3-8.9 / 14-16 ms, 256K no better. _GRAIN (ATen's GRAIN_SIZE) only decides how many
+# threads a tensor is worth.
+_CHUNK = 131072
 _GRAIN = 32768
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
@@ -236,15 +239,16 @@ def _gather_rows(
 ) -> None:
     """out[start:stop] = table[rows + 256 * scales] for one row range, chunk by chunk."""
     half = rows.shape[1]
-    step = max(1, (_GRAIN - 1) // half)  # rows per chunk: under GRAIN_SIZE bytes, so inline
+    step = max(1, _CHUNK // half)  # rows per chunk
     idx = torch.empty((min(step, stop - start), scales.shape[1], BLOCK // 2), dtype=torch.int32)
     for r0 in range(start, stop, step):
         r1 = min(r0 + step, stop)
         i = idx[: r1 - r0]
-        i.copy_(rows[r0:r1].view(r1 - r0, -1, BLOCK // 2))  # uint8 -> int32 (packed byte)
-        # + 256 * scale byte, the same for the block's 8 bytes (widened here, per chunk, so
-        # that no whole-tensor op starts OpenMP threads that then spin beside the gather)
-        i.add_(scales[r0:r1].to(torch.int32).unsqueeze(-1), alpha=256)
+        # packed byte + 256 * scale byte (the same for the block's 8 bytes) in one pass: the add
+        # widens both uint8 operands to the int32 output itself; per chunk, so that no
+        # whole-tensor op starts OpenMP threads that then spin beside the gather
+        torch.add(rows[r0:r1].view(r1 - r0, -1, BLOCK // 2),
+                  scales[r0:r1].unsqueeze(-1).to(torch.int32), alpha=256, out=i)  # fmt: skip
         torch.index_select(table, 0, i.view(-1), out=out[r0:r1].view(-1))
 
 
