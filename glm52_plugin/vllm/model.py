@@ -92,7 +92,7 @@ def _in_tree_class() -> type:
         def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
             validate_before_load(self.glm_source, log)  # headers, before any tensor is consumed
             loaded = super().load_weights(drop_shared_indexer(weights, self.glm_config))
-            require_indexers_loaded(dict(self.named_parameters()), loaded, "full layers")
+            require_indexers_loaded((n for n, _ in self.named_parameters()), loaded, "full layers")
             return loaded
 
     return GlmMoeDsaForCausalLM

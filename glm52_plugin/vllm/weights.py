@@ -52,8 +52,8 @@ def drop_shared_indexer(
     warned: set[int] = set()
     for name, tensor in weights:
         m = _INDEXER.match(name)
-        if m and int(m.group(1)) < cfg.num_hidden_layers and not cfg.has_indexer(int(m.group(1))):
-            layer = int(m.group(1))
+        layer = int(m.group(1)) if m else -1
+        if 0 <= layer < cfg.num_hidden_layers and not cfg.has_indexer(layer):
             if layer not in warned:
                 log.warning("layer %d is a shared IndexShare layer: ignoring its indexer "
                             "tensors (%s, ...)", layer, name)  # fmt: skip
