@@ -12,11 +12,14 @@ from typing import Any
 
 import torch
 
+from glm52_plugin.checkpoint.indexer_filter import IndexerFilter, indexer_layer
+from glm52_plugin.checkpoint.indexer_filter import (
+    require_indexers_loaded as require_indexers_loaded,  # re-exported for model.py, mtp.py
+)
 from glm52_plugin.config import Glm52Config
 
 log = logging.getLogger(__name__)
 
-_INDEXER = re.compile(r"^model\.layers\.(\d+)\.self_attn\.indexer\.")
 _NVFP4_PARTS = ("weight", "weight_scale", "weight_scale_2", "input_scale")
 _DSA_KEYS = re.compile(r"^(index_|indexer_)")
 
@@ -49,17 +52,7 @@ def drop_shared_indexer(
     weights: Iterable[tuple[str, torch.Tensor]], cfg: Glm52Config
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Pass everything but indexer tensors of shared IndexShare layers (one warning per layer)."""
-    warned: set[int] = set()
-    for name, tensor in weights:
-        m = _INDEXER.match(name)
-        layer = int(m.group(1)) if m else -1
-        if 0 <= layer < cfg.num_hidden_layers and not cfg.has_indexer(layer):
-            if layer not in warned:
-                log.warning("layer %d is a shared IndexShare layer: ignoring its indexer "
-                            "tensors (%s, ...)", layer, name)  # fmt: skip
-                warned.add(layer)
-            continue
-        yield name, tensor
+    return IndexerFilter.for_decoder(cfg, warn_each_layer=log)(weights)
 
 
 def route_checkpoint_weights(
@@ -79,8 +72,8 @@ def route_checkpoint_weights(
     """
     pending: dict[str, dict[str, torch.Tensor]] = {}
     for name, tensor in drop_shared_indexer(weights, cfg):
-        m = _INDEXER.match(name)
-        if m and int(m.group(1)) < cfg.num_hidden_layers:
+        hit = indexer_layer(name)
+        if hit is not None and hit[0] < cfg.num_hidden_layers:
             if name not in param_names:
                 raise KeyError(f"{name}: no such indexer parameter in the model")
             load_own(name, tensor)
@@ -127,17 +120,6 @@ def _dequantize(prefix: str, parts: dict[str, torch.Tensor], dtype: torch.dtype)
         return dequantize(parts["weight"], parts["weight_scale"], parts["weight_scale_2"], dtype)
     except (ValueError, RuntimeError) as e:
         raise ValueError(f"{prefix}: cannot dequantize NVFP4 tensors: {e}") from e
-
-
-def require_indexers_loaded(params: Iterable[str], loaded: Collection[str], what: str) -> None:
-    """Fail naming the indexer parameters a checkpoint did not provide.
-
-    vLLM's own strict check would also fail, but only after loading everything and with a list of
-    internal (fused) names; this names the IndexShare cause first.
-    """
-    missing = sorted(n for n in params if ".indexer." in n and n not in loaded)
-    if missing:
-        raise ValueError(f"checkpoint lacks indexer tensors of {what}: {missing[:4]}")
 
 
 def mtp_head_exclusion_aliases(

@@ -19,9 +19,9 @@ import torch
 from sglang.srt.models import glm4_moe
 
 from glm52_plugin import __version__
+from glm52_plugin.checkpoint.indexer_filter import IndexerFilter
 from glm52_plugin.checkpoint.preload import validate_before_load
 from glm52_plugin.config import Glm52Config
-from glm52_plugin.sglang.weights import IndexerWeightFilter, full_layers, shared_layers
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def _compact(types: tuple[str, ...]) -> str:
 
 
 def _log_active(cls_name: str, cfg: Glm52Config, extra: str = "") -> None:
-    full = len(full_layers(cfg.indexer_types))
+    full = len(cfg.full_layers)
     logger.info(
         "glm52_plugin %s: %s override active (indexer layers full=%d/shared=%d%s)",
         __version__,
@@ -74,7 +74,7 @@ def _log_active(cls_name: str, cfg: Glm52Config, extra: str = "") -> None:
 
 
 def _load_filtered(
-    load: Any, weights: Iterable[tuple[str, torch.Tensor]], filt: IndexerWeightFilter
+    load: Any, weights: Iterable[tuple[str, torch.Tensor]], filt: IndexerFilter
 ) -> Any:
     result = load(filt(weights))
     filt.check()
@@ -99,12 +99,10 @@ class GlmMoeDsaForCausalLM(glm4_moe.GlmMoeDsaForCausalLM):
         # names (MTP layer included), shapes, dtypes, NVFP4 parts and exclusions, from headers,
         # before SGLang consumes a single tensor
         validate_before_load(self.glm52_source, logger)
-        types = self.glm52_config.indexer_types
-        filt = IndexerWeightFilter(shared=shared_layers(types), expected_full=full_layers(types))
         return _load_filtered(
             lambda w: super(GlmMoeDsaForCausalLM, self).load_weights(w, *args, **kwargs),
             weights,
-            filt,
+            IndexerFilter.for_decoder(self.glm52_config),
         )
 
 
@@ -128,12 +126,10 @@ class GlmMoeDsaForCausalLMNextN(glm4_moe.GlmMoeDsaForCausalLMNextN):
     def load_weights(
         self, weights: Iterable[tuple[str, torch.Tensor]], *args: Any, **kwargs: Any
     ) -> Any:
-        mtp = self.glm52_config.mtp_layer_index
-        filt = IndexerWeightFilter(shared=(), expected_full=() if mtp is None else (mtp,))
         return _load_filtered(
             lambda w: super(GlmMoeDsaForCausalLMNextN, self).load_weights(w, *args, **kwargs),
             weights,
-            filt,
+            IndexerFilter.for_mtp(self.glm52_config),
         )
 
 
