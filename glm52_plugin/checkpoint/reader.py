@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from glm52_plugin.checkpoint.quant import QuantConfig, QuantConfigError, read_qu
 from glm52_plugin.checkpoint.safetensors_header import CheckpointError, TensorInfo, read_headers
 from glm52_plugin.checkpoint.validate import Report, validate
 from glm52_plugin.config import ConfigError, Glm52Config
-from glm52_plugin.nvfp4 import dequantize
+from glm52_plugin.nvfp4 import PackedWeight
 
 log = logging.getLogger(__name__)
 MAX_LISTED = 10
@@ -42,7 +42,10 @@ def _has_nan_e4m3(scale: Tensor) -> bool:
     """
     flat = scale.view(torch.uint8).reshape(-1)
     for i in range(0, flat.numel(), _INLINE_ELEMENTS):
-        if ((flat[i : i + _INLINE_ELEMENTS] & 0x7F) == 0x7F).any():
+        part = flat[i : i + _INLINE_ELEMENTS]
+        # calibrated scales are positive and finite, i.e. bytes < 0x7F: one reduction clears
+        # them; only a slice with a sign bit or a NaN needs the exact test
+        if int(part.max()) >= 0x7F and ((part & 0x7F) == 0x7F).any():
             return True
     return False
 
@@ -88,9 +91,15 @@ class Checkpoint:
             log.warning("%s", issue)
         return report
 
-    def stream(self, dtype: torch.dtype, progress: bool = True) -> Iterator[tuple[str, Tensor]]:
+    def stream(
+        self,
+        dtype: torch.dtype,
+        progress: bool = True,
+        keep_packed: Callable[[str], bool] | None = None,
+    ) -> Iterator[tuple[str, Tensor | PackedWeight]]:
         """Yield (reference-model name, tensor) shard by shard; NVFP4 weights come dequantised to
-        ``dtype``, other tensors in their stored dtype."""
+        ``dtype``, other tensors in their stored dtype. NVFP4 modules for which ``keep_packed``
+        (given the module name) is true come as a checked :class:`PackedWeight` instead."""
         report = self.check()
         skip = set(report.ignored)
         nvfp4 = set(report.nvfp4_modules)
@@ -117,13 +126,18 @@ class Checkpoint:
                     got[part] = tensor
                     if set(got) == parts_of[module]:
                         del pending[module]
-                        yield f"{module}.weight", self._dequantize(module, got, dtype)
+                        packed = keep_packed is not None and keep_packed(module)
+                        yield f"{module}.weight", self._checked(module, got, dtype, packed)
         if pending:  # headers promised these parts; only a header/data mismatch gets here
             raise CheckpointError(
                 f"{self.directory}: incomplete NVFP4 tensors {sorted(pending)[:5]}"
             )
 
-    def _dequantize(self, module: str, parts: dict[str, Tensor], dtype: torch.dtype) -> Tensor:
+    def _checked(
+        self, module: str, parts: dict[str, Tensor], dtype: torch.dtype, packed: bool
+    ) -> Tensor | PackedWeight:
+        """The NVFP4 linear's parts, scales checked, dequantised to ``dtype`` unless ``packed``."""
+
         def where(part: str) -> str:
             return f"{self.tensors[f'{module}.{part}'].file}: {module}.{part}"
 
@@ -136,6 +150,7 @@ class Checkpoint:
                     raise CheckpointError(
                         f"{where(part)}: {v.tolist()} is not a finite positive scale"
                     )
-        return dequantize(
-            parts["weight"], parts["weight_scale"], parts["weight_scale_2"].reshape(()), dtype
+        weight = PackedWeight(
+            parts["weight"], parts["weight_scale"], parts["weight_scale_2"].reshape(())
         )
+        return weight if packed else weight.dequantize(dtype)

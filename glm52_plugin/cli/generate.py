@@ -17,6 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="checkpoint dir (default: build or reuse a toy checkpoint)")
     p.add_argument("--layers", type=int, choices=(2, 8), default=2, help="toy depth")
     p.add_argument("--nvfp4", action="store_true", help="use the NVFP4 toy checkpoint")
+    p.add_argument("--packed-experts", action="store_true",
+                   help="NVFP4 checkpoints: keep routed experts packed, decode per call "
+                        "(~2.3x less memory for them, slower)")  # fmt: skip
     p.add_argument("--prompt", default=DEFAULT_PROMPT, help="user message")
     p.add_argument("--no-think", action="store_true", help="chat template with thinking off")
     p.add_argument("--max-new-tokens", type=int, default=32)
@@ -39,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
     from glm52_plugin.toy.chat import render_chat
 
     path = Path(args.model) if args.model else ensure_toy(args.layers, nvfp4=args.nvfp4)
-    model = Glm52ForCausalLM.from_pretrained(path, dtype=DTYPES[args.dtype])
+    model = Glm52ForCausalLM.from_pretrained(
+        path, dtype=DTYPES[args.dtype], packed_experts=args.packed_experts
+    )
     cfg = model.config
     tok_file = path / "tokenizer.json"
     if not tok_file.is_file():

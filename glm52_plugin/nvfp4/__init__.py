@@ -15,10 +15,12 @@ from glm52_plugin.nvfp4.codec import (
     unpack_nibbles,
 )
 from glm52_plugin.nvfp4.layout import swizzle_blockscale, unswizzle_blockscale
+from glm52_plugin.nvfp4.packed import PackedWeight
 
 __all__ = [
     "BLOCK",
     "E2M1_VALUES",
+    "PackedWeight",
     "block_scales",
     "check_shapes",
     "dequantize",

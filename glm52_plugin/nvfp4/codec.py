@@ -205,15 +205,18 @@ def dequantize(
     return out.view(dtype).reshape(*lead, half * 2)
 
 
-# CPU: the work is one widening add (packed byte + 256 * scale byte -> int32 index) and one
-# gather per packed byte. Done on whole tensors, each pass streams N*K*4 bytes of index through
+# CPU: the work is building an int32 index per packed byte (byte + 256 * scale byte of its
+# block) and one gather. Done on whole tensors, each pass streams N*K*4 bytes of index through
 # DRAM and the 1-D ``index_select`` kernel is serial. So rows are processed in chunks of about
-# _CHUNK packed bytes, whose 512 KB index stays in L2 between the two passes, and contiguous
-# row ranges are spread over torch.get_num_threads() Python threads (ATen ops release the GIL)
-# so the gather is parallel. Chunk size, measured on 2 cores (7168x2048, idle / both cores
-# busy with other processes): 32K bytes 15-16 / 16-23 ms (Python overhead of ~230 chunks),
-# 128K 8.3-8.9 / 14-16 ms, 256K no better. _GRAIN (ATen's GRAIN_SIZE) only decides how many
-# threads a tensor is worth.
+# _CHUNK packed bytes, whose index stays in L2 between the passes, and contiguous row ranges
+# are spread over torch.get_num_threads() Python threads (ATen ops release the GIL) so the
+# gather is parallel. The index is built only from same-dtype contiguous ops, which ATen
+# vectorises: a uint8 + int32 add broadcasting the scale over the block's 8 bytes runs
+# TensorIterator's slow path (a mixed-dtype, 8-wide inner loop) and took twice as long as the
+# gather. Chunk size, measured on 2 cores (7168x2048, idle / both cores busy with other
+# processes): 32K bytes 15-16 / 16-23 ms (Python overhead of ~230 chunks), 128K 8.3-8.9 /
+# 14-16 ms, 256K no better. _GRAIN (ATen's GRAIN_SIZE) only decides how many threads a tensor
+# is worth.
 _CHUNK = 131072
 _GRAIN = 32768
 _pool: ThreadPoolExecutor | None = None
@@ -238,17 +241,26 @@ def _gather_rows(
     table: Tensor, rows: Tensor, scales: Tensor, out: Tensor, start: int, stop: int
 ) -> None:
     """out[start:stop] = table[rows + 256 * scales] for one row range, chunk by chunk."""
-    half = rows.shape[1]
+    half, blocks = rows.shape[1], scales.shape[1]
     step = max(1, _CHUNK // half)  # rows per chunk
-    idx = torch.empty((min(step, stop - start), scales.shape[1], BLOCK // 2), dtype=torch.int32)
+    m = min(step, stop - start)
+    idx = torch.empty((m, blocks, BLOCK // 2), dtype=torch.int32)
+    spread = torch.empty_like(idx)  # each block's scale byte, once per packed byte
+    word = torch.empty((m, blocks), dtype=torch.int64)  # ... built as 8 bytes of one int64
+    high = torch.empty_like(word)
     for r0 in range(start, stop, step):
         r1 = min(r0 + step, stop)
-        i = idx[: r1 - r0]
-        # packed byte + 256 * scale byte (the same for the block's 8 bytes) in one pass: the add
-        # widens both uint8 operands to the int32 output itself; per chunk, so that no
-        # whole-tensor op starts OpenMP threads that then spin beside the gather
-        torch.add(rows[r0:r1].view(r1 - r0, -1, BLOCK // 2),
-                  scales[r0:r1].unsqueeze(-1).to(torch.int32), alpha=256, out=i)  # fmt: skip
+        k = r1 - r0
+        i, sp, w, h = idx[:k], spread[:k], word[:k], high[:k]
+        i.copy_(rows[r0:r1].view(k, blocks, BLOCK // 2))  # widen the packed bytes
+        # s -> s * 0x0101010101010101 without a signed overflow (s can be >= 0x80): four copies
+        # of s in the low half, then the same in the high half, as a shift and an or
+        w.copy_(scales[r0:r1])
+        w.mul_(0x01010101)
+        torch.bitwise_left_shift(w, 32, out=h)
+        w.bitwise_or_(h)
+        sp.copy_(w.view(torch.uint8).view(k, blocks, BLOCK // 2))  # widen the spread scales
+        i.add_(sp, alpha=256)
         torch.index_select(table, 0, i.view(-1), out=out[r0:r1].view(-1))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +12,7 @@ from safetensors import safe_open
 from torch import nn
 from tqdm import tqdm
 
+from glm52_plugin.checkpoint.indexer_filter import indexer_layer
 from glm52_plugin.config import Glm52Config
 
 if TYPE_CHECKING:
@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 
 # Kept in fp32 whatever the compute dtype (transformers' _keep_in_fp32_modules[_strict]).
 _FP32_SUFFIXES = ("e_score_correction_bias", "indexer.weights_proj.weight")
-_INDEXER = re.compile(r"^model\.layers\.(\d+)\.self_attn\.indexer\.")
 
 
 def shard_files(path: Path) -> list[Path]:
@@ -42,7 +41,11 @@ def shard_files(path: Path) -> list[Path]:
 
 
 def load_pretrained(
-    cls: type[Glm52ForCausalLM], path: str | Path, dtype: torch.dtype, progress: bool = True
+    cls: type[Glm52ForCausalLM],
+    path: str | Path,
+    dtype: torch.dtype,
+    progress: bool = True,
+    packed_experts: bool = False,
 ) -> Glm52ForCausalLM:
     path = Path(path)
     cfg = Glm52Config.from_pretrained(path)
@@ -50,7 +53,9 @@ def load_pretrained(
     if raw.get("quantization_config") or (path / "hf_quant_config.json").is_file():
         from glm52_plugin.checkpoint.reference_loader import load_quantized
 
-        return load_quantized(cls, path, cfg, dtype, progress)
+        return load_quantized(cls, path, cfg, dtype, progress, packed_experts)
+    if packed_experts:
+        raise ValueError(f"{path}: packed_experts needs an NVFP4 checkpoint; this one is not")
     with torch.device("meta"):
         model = cls(cfg)
     params = dict(model.state_dict(keep_vars=True))
@@ -59,10 +64,10 @@ def load_pretrained(
     for file in tqdm(shard_files(path), desc="loading shards", unit="shard", disable=not progress):
         with safe_open(file, framework="pt") as f:
             for name in f.keys():  # noqa: SIM118 - safe_open has no __iter__
-                m = _INDEXER.match(name)
-                if m and not cfg.has_indexer(int(m.group(1))):
+                hit = indexer_layer(name)
+                if hit is not None and not cfg.has_indexer(hit[0]):
                     log.warning("%s: ignoring %s (layer %s is a shared IndexShare layer)",
-                                file.name, name, m.group(1))  # fmt: skip
+                                file.name, name, hit[0])  # fmt: skip
                     continue
                 if name not in params and not _optional_mtp(name, mtp):
                     raise KeyError(f"{file}: unexpected tensor {name}")
@@ -97,8 +102,9 @@ def materialize(
         want = expected[name]
         if tuple(t.shape) != tuple(want.shape):
             raise ValueError(f"{name}: shape {tuple(t.shape)}, expected {tuple(want.shape)}")
-        target = torch.float32 if name.endswith(_FP32_SUFFIXES) else dtype
-        tensors[name] = t.to(target)
+        if t.is_floating_point():  # integer tensors: packed NVFP4 bits, kept as they are
+            target = torch.float32 if name.endswith(_FP32_SUFFIXES) else dtype
+            tensors[name] = t.to(target)
     model.load_state_dict(tensors, strict=True, assign=True)
     # rotary buffers were built on meta: rebuild them for real
     from glm52_plugin.reference.layers import Rotary

@@ -99,12 +99,17 @@ class Glm52ForCausalLM(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, dtype: torch.dtype = torch.bfloat16, progress: bool = True
+        cls,
+        path: str | Path,
+        dtype: torch.dtype = torch.bfloat16,
+        progress: bool = True,
+        packed_experts: bool = False,
     ) -> Glm52ForCausalLM:
-        """Load a HF-layout checkpoint directory (BF16, or NVFP4 dequantised to ``dtype``)."""
+        """Load a HF-layout checkpoint directory (BF16, or NVFP4 dequantised to ``dtype``;
+        ``packed_experts`` keeps NVFP4 routed experts packed, decoded per call)."""
         from glm52_plugin.reference.loading import load_pretrained
 
-        return load_pretrained(cls, path, dtype=dtype, progress=progress)
+        return load_pretrained(cls, path, dtype, progress, packed_experts)
 
     @property
     def dtype(self) -> torch.dtype:

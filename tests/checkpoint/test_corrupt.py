@@ -15,15 +15,19 @@ from tests.checkpoint.conftest import edit_tensors, shard_of
 EXPERT = "model.layers.1.mlp.experts.3.up_proj"
 
 
-def _load(path):
-    return Glm52ForCausalLM.from_pretrained(path, dtype=torch.float32, progress=False)
+def _load(path, packed_experts: bool = False):
+    return Glm52ForCausalLM.from_pretrained(
+        path, dtype=torch.float32, progress=False, packed_experts=packed_experts
+    )
 
 
 def _fails(path, *patterns: str) -> None:
-    with pytest.raises(CheckpointError) as err:
-        _load(path)
-    for p in patterns:
-        assert re.search(p, str(err.value)), f"{p!r} not in:\n{err.value}"
+    # both ways of loading NVFP4 experts: kept packed, they are checked just the same
+    for packed_experts in (False, True):
+        with pytest.raises(CheckpointError) as err:
+            _load(path, packed_experts)
+        for p in patterns:
+            assert re.search(p, str(err.value)), f"{p!r} not in:\n{err.value}"
 
 
 def test_truncated_shard(copy_toy):

@@ -55,3 +55,17 @@ def test_bad_checkpoint_is_one_clear_error(tmp_path, capsys) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"hidden_size": "big"}))
     assert main(["generate", "--model", str(tmp_path)]) == 1
     assert "hidden_size" in capsys.readouterr().err
+
+
+def test_generate_nvfp4_with_packed_experts_emits_the_dequantised_tokens(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("GLM52_TOY_DIR", str(tmp_path))
+    args = ["generate", "--nvfp4", "--max-new-tokens", "6", "--json"]
+    assert main(args) == 0
+    dequantised = json.loads(capsys.readouterr().out)["tokens"]
+    assert main([*args, "--packed-experts"]) == 0
+    assert json.loads(capsys.readouterr().out)["tokens"] == dequantised
+    # a BF16 checkpoint has nothing to keep packed: one clear error, not a silent dense load
+    assert main(["generate", "--max-new-tokens", "2", "--packed-experts"]) == 1
+    assert "needs an NVFP4 checkpoint" in capsys.readouterr().err
