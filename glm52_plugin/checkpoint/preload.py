@@ -42,7 +42,8 @@ def validate_before_load(name_or_path: str, logger: logging.Logger = log) -> Rep
         logger.info("glm52_plugin: %r is no local checkpoint directory; header validation "
                     "skipped", name_or_path)  # fmt: skip
         return None
-    report = Checkpoint.open(directory).check()
+    # shared-layer indexer tensors: the adapter's weight filter warns about them while loading
+    report = Checkpoint.open(directory).check(warn_shared_indexer=False)
     logger.info("glm52_plugin: %s: safetensors headers validated (%d NVFP4 modules, %d ignored "
                 "tensors)", directory, len(report.nvfp4_modules), len(report.ignored))  # fmt: skip
     return report

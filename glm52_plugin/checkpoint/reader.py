@@ -19,7 +19,7 @@ from safetensors import safe_open
 from torch import Tensor
 from tqdm import tqdm
 
-from glm52_plugin.checkpoint.names import split_nvfp4
+from glm52_plugin.checkpoint.names import layer_of, split_nvfp4
 from glm52_plugin.checkpoint.quant import QuantConfig, QuantConfigError, read_quant_config
 from glm52_plugin.checkpoint.safetensors_header import CheckpointError, TensorInfo, read_headers
 from glm52_plugin.checkpoint.validate import Report, validate
@@ -77,8 +77,11 @@ class Checkpoint:
     def report(self) -> Report:
         return validate(self.config, self.tensors, self.quant)
 
-    def check(self) -> Report:
-        """The report, or CheckpointError listing its errors."""
+    def check(self, warn_shared_indexer: bool = True) -> Report:
+        """The report, or CheckpointError listing its errors. Warnings are logged, those about
+        indexer tensors on shared IndexShare layers as one line (a pre-IndexShare checkpoint
+        has hundreds); ``warn_shared_indexer=False`` leaves them to an engine adapter's own
+        weight filter, which reports them while loading."""
         report = self.report()
         if report.errors:
             lines = [str(i) for i in report.errors[:MAX_LISTED]]
@@ -87,8 +90,15 @@ class Checkpoint:
                 f"{self.directory}: {len(report.errors)} problem(s):\n  " + "\n  ".join(lines)
                 + (f"\n  ... and {more} more" if more > 0 else "")
             )  # fmt: skip
+        shared = [n for n in report.ignored if ".self_attn.indexer." in n]
         for issue in report.issues:
-            log.warning("%s", issue)
+            if issue.where.rpartition(": ")[2] not in shared:
+                log.warning("%s", issue)
+        if shared and warn_shared_indexer:
+            layers = sorted({layer_of(n) for n in shared})
+            log.warning("%s: ignoring %d indexer tensor(s) on shared IndexShare layers %s (the "
+                        "config's schedule builds no indexer there), e.g. %s", self.directory,
+                        len(shared), layers, shared[0])  # fmt: skip
         return report
 
     def stream(

@@ -49,3 +49,11 @@ def copy_toy(nvfp4_toys: dict[int, Path], tmp_path: Path) -> Callable[[int], Pat
         return out
 
     return copy
+
+
+def copy_indexer_to_shared_layer(
+    tensors: dict[str, torch.Tensor], src: int = 0, dst: int = 1
+) -> None:
+    """A pre-IndexShare layout: layer ``dst`` (shared in the 2-layer toy) carries an indexer too."""
+    for name in [n for n in tensors if n.startswith(f"model.layers.{src}.self_attn.indexer.")]:
+        tensors[name.replace(f"layers.{src}.", f"layers.{dst}.")] = tensors[name].clone()

