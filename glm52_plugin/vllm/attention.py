@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from glm52_plugin.config import Glm52Config
-from glm52_plugin.reference.layers import Indexer, Rotary, apply_rope_interleaved
+from glm52_plugin.reference.layers import Indexer, Rotary
+from glm52_plugin.vllm.rope import InterleavedRope
 from glm52_plugin.vllm.sparse_mla import (
     RequestGroup,
     group_attention,
@@ -31,11 +32,13 @@ class SharedTopk:
 
     ``groups`` is the forward's batch layout (built once per full layer, so shared layers skip it)
     and ``topk`` holds one [R, S, K] tensor per group; ``positions`` identifies the forward.
+    ``rope`` (one per model, its tables shared by all layers) is set by the first install_dsa.
     """
 
     groups: list[RequestGroup] = field(default_factory=list)
     topk: list[Tensor] = field(default_factory=list)
     positions: Tensor | None = None
+    rope: InterleavedRope | None = None
 
 
 def _layer_metadata(layer_name: str) -> object | None:
@@ -59,7 +62,8 @@ def install_dsa(attn: torch.nn.Module, cfg: Glm52Config, layer: int, shared: Sha
         )
     dtype = attn.kv_b_proj.weight.dtype
     attn.__class__ = _dsa_class(type(attn))
-    attn.glm_rotary = Rotary(cfg)
+    if shared.rope is None:
+        shared.rope = InterleavedRope(Rotary(cfg))
     attn.glm_shared = shared
     attn.glm_index_rows = None
     attn.glm_absorb_key = None  # see GlmDsaAttention._absorb_weights
@@ -123,12 +127,10 @@ class GlmDsaAttention:
         q_c = self.q_a_layernorm(q_c)
         q = self.q_b_proj(q_c)[0].view(t, h, nope + rope)
         kv_c, k_pe = kv_lora.split([c, rope], dim=-1)
-        cis = self.glm_rotary(positions)
         q_nope, q_pe = q.split([nope, rope], dim=-1)
-        q_pe = apply_rope_interleaved(q_pe[None], cis)[0]
-        latent = torch.cat(
-            (self.kv_a_layernorm(kv_c), apply_rope_interleaved(k_pe[None], cis)[0]), -1
-        )
+        q_pe, k_pe = self.glm_shared.rope.rotate(positions, q_pe, k_pe.unsqueeze(1))
+        q_pe = q_pe.to(q.dtype)  # rounded as the reference rounds its rotated q_rope
+        latent = torch.cat((self.kv_a_layernorm(kv_c), k_pe.squeeze(1).to(kv_c.dtype)), -1)
 
         w_kc, w_vc_t = self._absorb_weights()
         q_lat = torch.matmul(q_nope.transpose(0, 1).float(), w_kc).transpose(0, 1)  # [T, H, C]
@@ -145,7 +147,7 @@ class GlmDsaAttention:
                 # a forward's first DSA layer is always full, so this rebuilds every step
                 shared.groups = request_groups(metadata, positions, inner.kv_cache.shape[1])
                 shared.topk = self._run_indexer(
-                    hidden_states, q_c, cis, metadata, rows.shape[0], shared.groups
+                    hidden_states, q_c, positions, metadata, rows.shape[0], shared.groups
                 )
                 shared.positions = positions
             elif shared.positions is None or not (
@@ -161,17 +163,16 @@ class GlmDsaAttention:
         self,
         x: Tensor,
         q_c: Tensor,
-        cis: Tensor,
+        positions: Tensor,
         metadata: object,
         num_slots: int,
         groups: list[RequestGroup],
     ) -> list[Tensor]:
         idx = self.indexer
-        r = idx.rope_dim
         q = idx.wq_b(q_c).view(x.shape[0], idx.n_heads, idx.head_dim)
-        q = torch.cat((apply_rope_interleaved(q[None, ..., :r], cis)[0], q[..., r:]), -1)
         k = idx.k_norm(idx.wk(x))
-        k = torch.cat((apply_rope_interleaved(k[None, :, :r], cis)[0], k[:, r:]), -1)
+        q, k = self.glm_shared.rope.rotate(positions, q, k[:, None])  # first r dims of each head
+        q, k = q.to(x.dtype), k[:, 0].to(x.dtype)
         index_rows = self._index_rows(num_slots, x.device)
         write_slots(index_rows, metadata.slot_mapping, k)
         weights = idx.weights_proj(x.float()) * idx.n_heads**-0.5

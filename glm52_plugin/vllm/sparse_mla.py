@@ -42,9 +42,22 @@ class RequestGroup:
     positions: Tensor  # int64 [R, S]: position of each query in its request
     slots: Tensor  # int64 [R, L]: cache slot of positions 0..L-1 of each request
     real: Tensor | None  # int64 [N]: the real queries among the R * S (None: all are real)
+    # tokens == first + arange(R * S) (all real, in order: every decode group, and prefill
+    # groups of equal lengths): queries are then read and written as views, not gathered
+    first: int | None = None
+
+    def take(self, values: Tensor, rows: slice) -> Tensor:
+        """values[tokens[:, rows]] -> [R, s', ...] for per-query values [T, ...]."""
+        if self.first is None:
+            return values[self.tokens[:, rows]]
+        r, s = self.tokens.shape
+        return values[self.first : self.first + r * s].unflatten(0, (r, s))[:, rows]
 
     def scatter(self, out: Tensor, values: Tensor) -> None:
         """out[token] = values[r, s] for every real query (values [R, S, ...])."""
+        if self.first is not None:
+            out[self.first : self.first + values.shape[0] * values.shape[1]] = values.flatten(0, 1)
+            return
         values, tokens = values.flatten(0, 1), self.tokens.flatten()
         if self.real is not None:
             values, tokens = values[self.real], tokens[self.real]
@@ -90,7 +103,10 @@ def _group(
     # past a request's length the table holds stale or unset ids: point them at a real slot
     slots = torch.where(key_pos < length[:, None], slots, 0)
     real = None if bool(valid.all()) else valid.flatten().nonzero().squeeze(1)
-    return RequestGroup(tokens, positions[tokens].long(), slots, real)
+    start = int(first[0])
+    in_order = torch.arange(start, start + tokens.numel()).view(tokens.shape)
+    dense = real is None and bool(torch.equal(tokens, in_order))
+    return RequestGroup(tokens, positions[tokens].long(), slots, real, start if dense else None)
 
 
 def paged_slots(block_table: Tensor, key_pos: Tensor, block_size: int) -> Tensor:
@@ -133,9 +149,9 @@ def group_topk(
     keys_t = keys.transpose(1, 2).unsqueeze(1)  # [R, 1, D_I, L]
     out = torch.empty(r, s, k_sel, dtype=torch.long)
     for rows in _chunks(s, r * q_index.shape[1] * n_keys):
-        tok = group.tokens[:, rows]
-        scores = torch.matmul(q_index[tok].float(), keys_t) * scale  # [R, s', H_I, L]
-        index = torch.matmul(weights[tok].unsqueeze(-2), F.relu(scores)).squeeze(-2)
+        q = group.take(q_index, rows).float()
+        scores = torch.matmul(q, keys_t) * scale  # [R, s', H_I, L]
+        index = torch.matmul(group.take(weights, rows).unsqueeze(-2), F.relu(scores)).squeeze(-2)
         future = key_pos > group.positions[:, rows, None]  # [R, s', L]
         index = index.masked_fill(future, -math.inf)
         # the reference's tie rule: a stable sort puts the earlier position first
@@ -165,7 +181,7 @@ def group_attention(
         cache_rows = group.slots.gather(1, idx.reshape(r, -1))
         # fp32 matmuls: on CPU a bf16 bmm of these small shapes is ~2.5x slower than fp32
         sel = latent_rows.index_select(0, cache_rows.reshape(-1)).view(*idx.shape, width).float()
-        q = q_all[group.tokens[:, rows]].float()  # [R, s', H, C+R]
+        q = group.take(q_all, rows).float()  # [R, s', H, C+R]
         scores = torch.matmul(q, sel.transpose(-1, -2)) * scale  # [R, s', H, K]
         visible = idx <= group.positions[:, rows, None]  # causal: short rows pick masked keys
         scores = scores.masked_fill(~visible[:, :, None, :], -math.inf)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from glm52_plugin.reference.layers import indexer_topk, sparse_attention
@@ -42,13 +43,23 @@ def _batch(requests: list[tuple[int, int]], num_decodes: int, seed: int = 0):
     return metadata, positions, tables, tensors
 
 
-def test_groups_equal_reference_per_request() -> None:
-    # decodes (one query; shorter, equal and longer than TOPK), then prefills: a fresh short one,
-    # a chunked continuation (queries 23..29 of 30) and a fresh long one
-    requests = [(1, 3), (1, TOPK), (1, 5 * TOPK + 1), (5, 5), (7, 30), (12, 12)]
-    metadata, positions, tables, x = _batch(requests, num_decodes=3)
+@pytest.mark.parametrize(
+    ("requests", "shapes", "firsts"),
+    [
+        # decodes (one query; shorter, equal and longer than TOPK), then prefills: a fresh short
+        # one, a chunked continuation (queries 23..29 of 30) and a fresh long one (padded)
+        ([(1, 3), (1, TOPK), (1, 5 * TOPK + 1), (5, 5), (7, 30), (12, 12)],
+         [(3, 1), (3, 12)], [0, None]),
+        # prefills of equal query counts need no padding: read and written as views
+        ([(1, 9), (1, 4), (4, 20), (4, 6)], [(2, 1), (2, 4)], [0, 2]),
+    ],
+)  # fmt: skip
+def test_groups_equal_reference_per_request(requests, shapes, firsts) -> None:
+    num_decodes = sum(q == 1 for q, _ in requests)
+    metadata, positions, tables, x = _batch(requests, num_decodes=num_decodes)
     groups = request_groups(metadata, positions, BLOCK)
-    assert [tuple(g.tokens.shape) for g in groups] == [(3, 1), (3, 12)]
+    assert [tuple(g.tokens.shape) for g in groups] == shapes
+    assert [g.first for g in groups] == firsts
 
     scale = D_I**-0.5
     out = torch.zeros(positions.shape[0], H, C)
