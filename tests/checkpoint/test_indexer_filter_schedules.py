@@ -1,18 +1,18 @@
-"""Indexer-tensor rules of the SGLang adapter (glm52_plugin.sglang.weights); needs no SGLang."""
+"""IndexShare indexer-tensor rules on the 8-layer toy's schedule (the filter both adapters use)."""
 
 from __future__ import annotations
 
 import pytest
 
-from glm52_plugin.config import Glm52Config
-from glm52_plugin.sglang.weights import (
+from glm52_plugin.checkpoint.indexer_filter import (
     INDEXER_MODULES,
-    IndexerWeightFilter,
+    IndexerFilter,
     full_layers,
     indexer_layer,
     is_dropped,
     shared_layers,
 )
+from glm52_plugin.config import Glm52Config
 from glm52_plugin.toy.weights import toy_state_dict
 
 
@@ -47,7 +47,7 @@ def test_toy_schedule_helpers() -> None:
 def test_filter_drops_exactly_shared_layer_indexer_tensors(toy8) -> None:
     cfg, names = toy8
     types = cfg.indexer_types
-    filt = IndexerWeightFilter(shared=shared_layers(types), expected_full=full_layers(types))
+    filt = IndexerFilter(shared=shared_layers(types), expected_full=full_layers(types))
     kept = [n for n, _ in filt((n, None) for n in names)]
     dropped = set(names) - set(kept)
     assert dropped == {n for n in names if is_dropped(n, shared_layers(types))}
@@ -63,7 +63,7 @@ def test_filter_drops_exactly_shared_layer_indexer_tensors(toy8) -> None:
 
 def test_filter_summary_is_empty_when_nothing_dropped() -> None:
     cfg = Glm52Config.toy(8)
-    filt = IndexerWeightFilter(shared=shared_layers(cfg.indexer_types), expected_full=())
+    filt = IndexerFilter(shared=shared_layers(cfg.indexer_types), expected_full=())
     list(filt((n, None) for n in toy_state_dict(cfg, 0)))  # the toy writer prunes shared layers
     assert filt.summary() == ""
 
@@ -71,7 +71,7 @@ def test_filter_summary_is_empty_when_nothing_dropped() -> None:
 def test_missing_full_layer_indexer_fails_naming_layer_and_tensors(toy8) -> None:
     cfg, names = toy8
     gone = {"model.layers.6.self_attn.indexer.wk.weight", "model.layers.6.self_attn.indexer.weights_proj.weight"}  # fmt: skip
-    filt = IndexerWeightFilter(
+    filt = IndexerFilter(
         shared=shared_layers(cfg.indexer_types), expected_full=full_layers(cfg.indexer_types)
     )
     list(filt((n, None) for n in names if n not in gone))
@@ -84,7 +84,7 @@ def test_missing_full_layer_indexer_fails_naming_layer_and_tensors(toy8) -> None
 
 def test_a_whole_missing_indexer_is_reported(toy8) -> None:
     _, names = toy8
-    filt = IndexerWeightFilter(shared=(), expected_full=(0, 8))
+    filt = IndexerFilter(shared=(), expected_full=(0, 8))
     list(filt((n, None) for n in names if not n.startswith("model.layers.8.self_attn.indexer.")))
     assert filt.missing() == {8: INDEXER_MODULES}
 
@@ -92,6 +92,6 @@ def test_a_whole_missing_indexer_is_reported(toy8) -> None:
 def test_nvfp4_scale_tensors_count_as_present() -> None:
     p = "model.layers.0.self_attn.indexer"
     names = [f"{p}.wq_b.weight_scale", f"{p}.wq_b.weight", f"{p}.wk.weight", f"{p}.k_norm.weight", f"{p}.weights_proj.weight"]  # fmt: skip
-    filt = IndexerWeightFilter(shared=(), expected_full=(0,))
+    filt = IndexerFilter(shared=(), expected_full=(0,))
     list(filt((n, None) for n in names))
     filt.check()
