@@ -90,7 +90,7 @@ class Checkpoint:
                 f"{self.directory}: {len(report.errors)} problem(s):\n  " + "\n  ".join(lines)
                 + (f"\n  ... and {more} more" if more > 0 else "")
             )  # fmt: skip
-        shared = [n for n in report.ignored if ".self_attn.indexer." in n]
+        shared = {n for n in report.ignored if ".self_attn.indexer." in n}
         for issue in report.issues:
             if issue.where.rpartition(": ")[2] not in shared:
                 log.warning("%s", issue)
@@ -98,7 +98,7 @@ class Checkpoint:
             layers = sorted({layer_of(n) for n in shared})
             log.warning("%s: ignoring %d indexer tensor(s) on shared IndexShare layers %s (the "
                         "config's schedule builds no indexer there), e.g. %s", self.directory,
-                        len(shared), layers, shared[0])  # fmt: skip
+                        len(shared), layers, min(shared))  # fmt: skip
         return report
 
     def stream(

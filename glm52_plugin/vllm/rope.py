@@ -2,10 +2,10 @@
 cos/sin values.
 
 The reference's complex-number RoPE is ~6 torch ops (~60 us at toy sizes on CPU) per tensor;
-vLLM's ``rotary_embedding`` kernel rotates q and k in place in one call (~10 us). Its table is
-built here from ``reference.layers.Rotary`` (not from vLLM's own buffer, which holds the model
-dtype's rounding of it), one per dtype, grown to the largest position seen. Without the kernel
-(another vLLM build), the reference function runs instead.
+vLLM's ``rotary_embedding`` kernel rotates q and k in place in one call (~10 us). It runs in
+fp32 on an fp32 table built here from ``reference.layers.Rotary`` (not from vLLM's own buffer,
+which holds the model dtype's rounding of it), grown to the largest position seen. Without the
+kernel (another vLLM build), the reference function runs instead.
 """
 
 from __future__ import annotations
@@ -34,16 +34,16 @@ class InterleavedRope:
     def __init__(self, rotary: Rotary) -> None:
         self.rotary = rotary
         self.kernel = _kernel()
-        self.tables: dict[torch.dtype, Tensor] = {}
+        self.cos_sin: Tensor | None = None
 
-    def table(self, dtype: torch.dtype, positions: int) -> Tensor:
-        """[P, R] = cos | sin of the reference for positions 0..P-1 (P >= ``positions``)."""
-        have = self.tables.get(dtype)
+    def table(self, positions: int) -> Tensor:
+        """fp32 [P, R] = cos | sin of the reference for positions 0..P-1 (P >= ``positions``)."""
+        have = self.cos_sin
         if have is None or have.shape[0] < positions:
             size = max(positions, 2 * (0 if have is None else have.shape[0]), 1024)
             cis = self.rotary(torch.arange(size))
-            self.tables[dtype] = torch.cat((cis.real, cis.imag), -1).to(dtype).contiguous()
-        return self.tables[dtype]
+            self.cos_sin = torch.cat((cis.real, cis.imag), -1).contiguous()
+        return self.cos_sin
 
     def rotate(self, positions: Tensor, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
         """Rotate the first R (rope) dims of every head of q [T, H, D] and k [T, H_k, D].
@@ -59,7 +59,7 @@ class InterleavedRope:
         # in fp32 with the fp32 table, as the reference (which casts back to x's dtype after)
         rows_q = q.reshape(q.shape[0], -1).float()
         rows_k = k.reshape(k.shape[0], -1).float()
-        table = self.table(torch.float32, int(positions.max()) + 1)
+        table = self.table(int(positions.max()) + 1)
         self.kernel(positions, rows_q, rows_k, q.shape[-1], table, False)
         return rows_q.view(q.shape), rows_k.view(k.shape)
 

@@ -52,10 +52,10 @@ def test_table_grows_past_its_first_size_and_fallback_matches(toy_config) -> Non
     rope = InterleavedRope(Rotary(toy_config))
     q, kv, positions = _inputs(torch.float32)
     rope.rotate(positions[:3], q[:3, :, 64:], kv[:3, 512:].unsqueeze(1))
-    first = rope.tables[torch.float32].shape[0]
+    first = rope.cos_sin.shape[0]
     q2, kv2, _ = _inputs(torch.float32)
     got = rope.rotate(positions, q2[..., 64:], kv2[:, 512:].unsqueeze(1))
-    assert rope.tables[torch.float32].shape[0] > int(positions.max()) >= first
+    assert rope.cos_sin.shape[0] > int(positions.max()) >= first
     rope.kernel = None  # another vLLM build without the op: the reference function
     q3, kv3, _ = _inputs(torch.float32)
     want = rope.rotate(positions, q3[..., 64:], kv3[:, 512:].unsqueeze(1))
