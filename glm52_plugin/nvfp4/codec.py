@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch import Tensor
 
+from glm52_plugin.nvfp4 import compiled_gather
+
 BLOCK = 16
 E2M1_MAX = 6.0
 E4M3_MAX = 448.0
@@ -205,7 +207,9 @@ def dequantize(
     return out.view(dtype).reshape(*lead, half * 2)
 
 
-# CPU: the work is building an int32 index per packed byte (byte + 256 * scale byte of its
+# CPU: large tensors go to compiled_gather (one fused loop); what follows is the eager path
+# for small tensors, the tail of a large one, and machines where Inductor cannot compile.
+# The work is building an int32 index per packed byte (byte + 256 * scale byte of its
 # block) and one gather. Done on whole tensors, each pass streams N*K*4 bytes of index through
 # DRAM and the 1-D ``index_select`` kernel is serial. So rows are processed in chunks of about
 # _CHUNK packed bytes, whose index stays in L2 between the passes, and contiguous row ranges
@@ -267,6 +271,22 @@ def _gather_rows(
 def _dequantize_cpu(table: Tensor, rows: Tensor, scales: Tensor, out: Tensor) -> None:
     n, half = rows.shape
     if n == 0 or half == 0:
+        return
+    # blocks are 8 contiguous bytes whatever the row length, so the flat stream is one problem
+    flat_rows, flat_scales, flat_out = rows.view(-1), scales.view(-1), out.view(-1)
+    done = compiled_gather.gather(table, flat_rows, flat_scales, flat_out)
+    if done:
+        tail = flat_rows.numel() - done  # fewer than compiled_gather.WIDTH bytes
+        if tail:
+            blocks = tail // (BLOCK // 2)
+            _gather_rows(
+                table,
+                flat_rows[done:].view(blocks, BLOCK // 2),
+                flat_scales[done // (BLOCK // 2) :].view(blocks, 1),
+                flat_out[done:].view(blocks, BLOCK // 2),
+                0,
+                blocks,
+            )
         return
     # one range per thread, but no thread for less than a few chunks of work
     jobs = max(1, min(torch.get_num_threads(), n * half // (4 * _GRAIN)))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from glm52_plugin.nvfp4 import dequantize, quantize
+from glm52_plugin.nvfp4 import compiled_gather, dequantize, quantize
 
 # Written out from the spec, not imported from the code under test.
 SPEC_E2M1 = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0]
@@ -23,6 +23,33 @@ GLOBAL_SCALES = [
     1e36,  # products overflow to Inf; 0 * Inf is NaN
     float("nan"),
 ]
+
+
+@pytest.fixture(params=["eager", "compiled"])
+def dequant_path(request, monkeypatch):
+    """Run the test through the eager CPU gather, then through the Inductor-compiled one (forced
+    on for every size: rows of 512 bytes, the rest eager), and check that path really ran."""
+    if request.param == "eager":
+        monkeypatch.setenv(compiled_gather.ENV, "0")
+        yield "eager"
+        return
+    monkeypatch.setenv(compiled_gather.ENV, "1")
+    monkeypatch.setattr(compiled_gather, "MIN_BYTES", 0)
+    calls = []
+    real = compiled_gather.gather
+
+    def counting_gather(table, packed, *rest):
+        done = real(table, packed, *rest)
+        calls.append((packed.numel(), done))
+        return done
+
+    monkeypatch.setattr(compiled_gather, "gather", counting_gather)
+    yield "compiled"
+    if "error" in compiled_gather._state:
+        pytest.skip(f"Inductor cannot compile on this machine: {compiled_gather._state['error']}")
+    width = compiled_gather.WIDTH
+    for size, done in calls:  # every tensor of two or more whole rows went through it
+        assert done == (size // width * width if size >= 2 * width else 0), (size, done)
 
 
 def spec_dequantize(packed: torch.Tensor, scale: torch.Tensor, gs: torch.Tensor, dtype):
@@ -76,7 +103,7 @@ def all_pairs() -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("gs", GLOBAL_SCALES)
-def test_every_byte_and_scale_byte_matches_spec_and_previous_code(dtype, gs):
+def test_every_byte_and_scale_byte_matches_spec_and_previous_code(dtype, gs, dequant_path):
     packed, scale = all_pairs()
     gs_t = torch.tensor(gs, dtype=torch.float32)
     got = dequantize(packed, scale, gs_t, dtype)
@@ -84,7 +111,7 @@ def test_every_byte_and_scale_byte_matches_spec_and_previous_code(dtype, gs):
     assert_spec_equal(got, spec_dequantize(packed, scale, gs_t, dtype))
 
 
-def test_every_combination_with_a_scrambled_layout():
+def test_every_combination_with_a_scrambled_layout(dequant_path):
     # the same 64K pairs, shuffled over rows, blocks and byte positions, so every pair also
     # meets chunk and thread boundaries at varying offsets
     gen = torch.Generator().manual_seed(0)
@@ -100,10 +127,12 @@ def test_every_combination_with_a_scrambled_layout():
 
 
 @pytest.mark.parametrize(
-    ("n", "k"), [(1, 16), (3, 48), (7, 4096), (601, 2048), (37, 70000 // 16 * 16)]
+    ("n", "k"), [(1, 16), (3, 48), (7, 4096), (601, 2048), (37, 70000 // 16 * 16), (5, 304)]
 )
-def test_sizes_across_chunks_and_threads(n, k):
-    # 601 x 2048: several chunks per thread and an uneven split; k=69984: one row per chunk
+def test_sizes_across_chunks_and_threads(n, k, dequant_path):
+    # 601 x 2048: several chunks per thread and an uneven split; k=69984: one row per chunk;
+    # compiled: 7 x 4096 is whole 512-byte rows, 37 x 69984 and 5 x 304 leave an eager tail
+    # (whose blocks straddle the input's rows), 1 x 16 and 3 x 48 are all tail
     gen = torch.Generator().manual_seed(n)
     packed = torch.randint(0, 256, (n, k // 2), dtype=torch.uint8, generator=gen)
     scale = torch.randint(0, 256, (n, k // 16), dtype=torch.uint8, generator=gen)
@@ -115,7 +144,7 @@ def test_sizes_across_chunks_and_threads(n, k):
         )
 
 
-def test_stacked_non_contiguous_and_empty_inputs():
+def test_stacked_non_contiguous_and_empty_inputs(dequant_path):
     w = torch.randn(2, 64, 256, generator=torch.Generator().manual_seed(3))
     parts = [quantize(x) for x in w]
     packed = torch.stack([p for p, _, _ in parts])
@@ -140,3 +169,20 @@ def test_checkpoint_nan_scale_check_is_isfinite_of_the_float_value():
         scale[-1, -1] = byte
         scale = scale.view(torch.float8_e4m3fn)
         assert _has_nan_e4m3(scale) == (not torch.isfinite(scale.float()).all())
+
+
+def test_compiled_path_is_used_only_for_large_tensors_and_honours_the_opt_out(monkeypatch):
+    packed = torch.zeros(2048, 1024, dtype=torch.uint8)  # 2 MiB: above MIN_BYTES
+    scale = torch.full((2048, 128), 0x38, dtype=torch.uint8).view(torch.float8_e4m3fn)
+    flat = (packed.view(-1), scale.view(torch.uint8).view(-1))
+    out = torch.empty(packed.numel(), dtype=torch.int32)
+    table = torch.zeros(65536, dtype=torch.int32)
+    monkeypatch.setenv(compiled_gather.ENV, "0")
+    assert compiled_gather.gather(table, *flat, out) == 0
+    monkeypatch.setenv(compiled_gather.ENV, "1")
+    small = (packed[:1].view(-1), scale[:1].view(torch.uint8).view(-1))
+    assert compiled_gather.gather(table, *small, out) == 0  # 1 KiB: eager is faster
+    done = compiled_gather.gather(table, *flat, out)
+    if "error" in compiled_gather._state:
+        pytest.skip(f"Inductor cannot compile on this machine: {compiled_gather._state['error']}")
+    assert done == packed.numel()
