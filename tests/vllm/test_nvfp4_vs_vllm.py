@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from glm52_plugin.nvfp4 import dequantize, quantize, swizzle_blockscale, unpack_nibbles
+from glm52_plugin.nvfp4 import (
+    compiled_gather,
+    dequantize,
+    quantize,
+    swizzle_blockscale,
+    unpack_nibbles,
+)
 
 emu = pytest.importorskip(
     "vllm.model_executor.layers.quantization.utils.nvfp4_emulation_utils",
@@ -22,6 +28,25 @@ def _weights(n: int = 96, k: int = 256) -> torch.Tensor:
 def test_dequantize_bit_identical_to_vllm(dtype: torch.dtype):
     packed, scale, scale_2 = quantize(_weights())
     ours = dequantize(packed, scale, scale_2, dtype)
+    theirs = emu.dequantize_to_dtype(packed, scale, scale_2, dtype, 16, swizzle=False)
+    assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_compiled_cpu_gather_bit_identical_to_vllm(dtype: torch.dtype, monkeypatch):
+    # a weight large enough for the torch.compile'd path (2 MiB packed + a 272-byte eager tail),
+    # with every packed byte and every finite positive scale byte
+    monkeypatch.setenv(compiled_gather.ENV, "1")
+    gen = torch.Generator().manual_seed(1)
+    n, k = 1025, 4096 + 544
+    packed = torch.randint(0, 256, (n, k // 2), dtype=torch.uint8, generator=gen)
+    scale = torch.randint(0, 0x7F, (n, k // 16), dtype=torch.uint8, generator=gen)
+    scale = scale.view(torch.float8_e4m3fn)
+    scale_2 = torch.tensor(0.61 / 2688)
+    ours = dequantize(packed, scale, scale_2, dtype)
+    if "error" in compiled_gather._state:
+        pytest.skip(f"Inductor cannot compile here: {compiled_gather._state['error']}")
+    assert compiled_gather._state.get("ok"), "the compiled path did not run"
     theirs = emu.dequantize_to_dtype(packed, scale, scale_2, dtype, 16, swizzle=False)
     assert torch.equal(ours, theirs)
 
