@@ -22,6 +22,7 @@ FUSED_SHARDS = {
     "wk_weights_proj": ("wk", "weights_proj"),
 }
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.")
+_ROUTED_EXPERT = re.compile(r"^model\.layers\.(\d+)\.mlp\.experts\.\d+\.(?:gate|up|down)_proj$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,13 @@ class TensorSpec:
 
 def layer_of(name: str) -> int | None:
     m = _LAYER.match(name)
+    return int(m.group(1)) if m else None
+
+
+def routed_expert_layer(module: str) -> int | None:
+    """Layer of a routed-expert linear (``model.layers.{i}.mlp.experts.{e}.{gate,up,down}_proj``,
+    the MTP layer's included), else None: the modules ModelOpt quantizes to NVFP4."""
+    m = _ROUTED_EXPERT.match(module)
     return int(m.group(1)) if m else None
 
 

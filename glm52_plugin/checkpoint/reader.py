@@ -92,7 +92,7 @@ class Checkpoint:
             )  # fmt: skip
         shared = {n for n in report.ignored if ".self_attn.indexer." in n}
         for issue in report.issues:
-            if issue.where.rpartition(": ")[2] not in shared:
+            if issue.tensor not in shared:
                 log.warning("%s", issue)
         if shared and warn_shared_indexer:
             layers = sorted({layer_of(n) for n in shared})

@@ -32,6 +32,7 @@ class Issue:
     level: Level
     where: str  # "file: tensor" or a file
     message: str
+    tensor: str | None = None  # the tensor concerned, when there is one
 
     def __str__(self) -> str:
         return f"{self.level}: {self.where}: {self.message}"
@@ -61,15 +62,25 @@ def _where(info: TensorInfo | None, name: str) -> str:
     return f"{info.file.name}: {name}" if info else name
 
 
+def _tensor_issue(level: Level, info: TensorInfo | None, name: str, message: str) -> Issue:
+    return Issue(level, _where(info, name), message, name)
+
+
 def _check_plain(r: Report, name: str, spec: TensorSpec, info: TensorInfo) -> None:
     if info.shape != spec.shape:
-        r.issues.append(Issue("error", _where(info, name),
-                              f"shape {list(info.shape)}, expected {list(spec.shape)}"))  # fmt: skip
+        r.issues.append(
+            _tensor_issue(
+                "error", info, name, f"shape {list(info.shape)}, expected {list(spec.shape)}"
+            )
+        )
     if info.dtype not in spec.dtypes:
         # float-to-float differences still load (the loader casts); anything else cannot
         level: Level = "warning" if info.dtype in ("F32", "F16", "BF16") else "error"
-        r.issues.append(Issue(level, _where(info, name),
-                              f"dtype {info.dtype}, expected {'/'.join(spec.dtypes)}"))  # fmt: skip
+        r.issues.append(
+            _tensor_issue(
+                level, info, name, f"dtype {info.dtype}, expected {'/'.join(spec.dtypes)}"
+            )
+        )
     r.add(spec.group, PRECISION.get(info.dtype, info.dtype), info.numel, info.nbytes)
 
 
@@ -89,9 +100,14 @@ def _check_nvfp4(
             r.issues.append(Issue("error", where, f"NVFP4 weight lacks {module}.{part}"))
             continue
         if info.dtype != dtype or info.shape != shape:
-            r.issues.append(Issue("error", _where(info, f"{module}.{part}"),
-                                  f"{info.dtype} {list(info.shape)}, expected {dtype} "
-                                  f"{list(shape)}"))  # fmt: skip
+            r.issues.append(
+                _tensor_issue(
+                    "error",
+                    info,
+                    f"{module}.{part}",
+                    f"{info.dtype} {list(info.shape)}, expected {dtype} {list(shape)}",
+                )
+            )
     for part in ("weight_scale_2", "input_scale"):
         info = parts.get(part)
         if info is None:
@@ -99,8 +115,14 @@ def _check_nvfp4(
                 r.issues.append(Issue("error", where, f"NVFP4 weight lacks {module}.{part}"))
             continue
         if info.dtype != "F32" or info.numel != 1:
-            r.issues.append(Issue("error", _where(info, f"{module}.{part}"),
-                                  f"{info.dtype} {list(info.shape)}, expected an F32 scalar"))  # fmt: skip
+            r.issues.append(
+                _tensor_issue(
+                    "error",
+                    info,
+                    f"{module}.{part}",
+                    f"{info.dtype} {list(info.shape)}, expected an F32 scalar",
+                )
+            )
     r.nvfp4_modules.append(module)
     for info in parts.values():
         params = n * k if info.name.endswith(".weight") else 0
@@ -151,12 +173,19 @@ def validate(cfg: Glm52Config, tensors: dict[str, TensorInfo], quant: QuantConfi
         elif name in plain:
             info = plain.pop(name)
             if quantized and info.dtype != "U8":
-                r.issues.append(Issue("error", _where(info, name), f"{info.dtype} weight, but the "
-                                      "quantization config makes this module NVFP4 (weight_scale "
-                                      "missing)"))  # fmt: skip
+                r.issues.append(
+                    _tensor_issue(
+                        "error",
+                        info,
+                        name,
+                        f"{info.dtype} weight, but the "
+                        "quantization config makes this module NVFP4 (weight_scale "
+                        "missing)",
+                    )
+                )
             _check_plain(r, name, spec, info)
         elif not spec.optional:
-            r.issues.append(Issue("error", name, "missing from the checkpoint"))
+            r.issues.append(Issue("error", name, "missing from the checkpoint", name))
     # what remains was not expected
     for parts in side.values():
         plain.update({p.name: p for p in parts.values()})
@@ -165,12 +194,18 @@ def validate(cfg: Glm52Config, tensors: dict[str, TensorInfo], quant: QuantConfi
         lay = layer_of(name)
         in_range = lay is not None and lay < cfg.num_hidden_layers
         if ".self_attn.indexer." in name and in_range and not cfg.has_indexer(lay):
-            r.issues.append(Issue("warning", _where(info, name),
-                                  f"indexer tensor on shared IndexShare layer {lay}; ignored"))  # fmt: skip
+            r.issues.append(
+                _tensor_issue(
+                    "warning",
+                    info,
+                    name,
+                    f"indexer tensor on shared IndexShare layer {lay}; ignored",
+                )
+            )
             r.ignored.append(name)
         else:
             unexpected.append(name)
-            r.issues.append(Issue("error", _where(info, name), "unexpected tensor"))
+            r.issues.append(_tensor_issue("error", info, name, "unexpected tensor"))
     layer_issue = _layer_count_issue(cfg, unexpected)
     if layer_issue:
         r.issues.insert(0, layer_issue)

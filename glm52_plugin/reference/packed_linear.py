@@ -10,19 +10,16 @@ the same dequantisation runs, only later. Measurements: benchmarks/README.md.
 
 from __future__ import annotations
 
-import re
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from glm52_plugin.checkpoint.names import routed_expert_layer
 from glm52_plugin.nvfp4 import PackedWeight, dequantize
-
-_ROUTED_EXPERT = re.compile(r"^model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj$")
 
 
 def is_routed_expert(module: str) -> bool:
-    return _ROUTED_EXPERT.match(module) is not None
+    return routed_expert_layer(module) is not None
 
 
 class PackedLinear(nn.Module):

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from glm52_plugin.checkpoint.names import routed_expert_layer
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.nvfp4 import global_scale, quantize, quantize_fused
 
@@ -111,8 +112,7 @@ def quantize_toy_checkpoint(
 
 def _routed_expert_layer(name: str, cfg: Glm52Config) -> int | None:
     """Main-model layer of a routed-expert linear weight, else None (MTP experts stay BF16)."""
-    parts = name.split(".")
-    if len(parts) == 8 and parts[3:5] == ["mlp", "experts"] and parts[-1] == "weight":
-        layer = int(parts[2])
-        return layer if layer != cfg.mtp_layer_index else None
-    return None
+    if not name.endswith(".weight"):
+        return None
+    layer = routed_expert_layer(name.removesuffix(".weight"))
+    return layer if layer != cfg.mtp_layer_index else None
