@@ -16,6 +16,7 @@ from torch import Tensor
 
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.reference.layers import Indexer, Rotary
+from glm52_plugin.vllm.cpu_gemm import EngineLinear
 from glm52_plugin.vllm.rope import InterleavedRope
 from glm52_plugin.vllm.sparse_mla import (
     RequestGroup,
@@ -71,6 +72,8 @@ def install_dsa(attn: torch.nn.Module, cfg: Glm52Config, layer: int, shared: Sha
     attn.indexer = Indexer(cfg, dtype) if cfg.has_indexer(layer) else None
     if attn.indexer is not None:
         attn.indexer.weights_proj.float()  # fp32 head weights, as the reference
+        attn.glm_wq_b = EngineLinear(attn.indexer.wq_b)
+        attn.glm_wk = EngineLinear(attn.indexer.wk)
     # Our forward does all MLA math itself and never calls vLLM's MLA kernels, so skip their
     # weight post-processing: on x86 hosts with AMX vLLM picks AMX_MLA, which packs W_UK/W_UV
     # (rejecting fp32 weights) and then swaps kv_b_proj.weight, which we read, for an empty one.
@@ -169,8 +172,8 @@ class GlmDsaAttention:
         groups: list[RequestGroup],
     ) -> list[Tensor]:
         idx = self.indexer
-        q = idx.wq_b(q_c).view(x.shape[0], idx.n_heads, idx.head_dim)
-        k = idx.k_norm(idx.wk(x))
+        q = self.glm_wq_b(q_c).view(x.shape[0], idx.n_heads, idx.head_dim)
+        k = idx.k_norm(self.glm_wk(x))
         q, k = self.glm_shared.rope.rotate(positions, q, k[:, None])  # first r dims of each head
         q, k = q.to(x.dtype), k[:, 0].to(x.dtype)
         index_rows = self._index_rows(num_slots, x.device)
