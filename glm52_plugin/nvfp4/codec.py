@@ -197,12 +197,15 @@ def dequantize(
     n = math.prod(lead)
     rows = packed.reshape(n, half).contiguous()
     scales = weight_scale.view(torch.uint8).reshape(n, blocks).contiguous()
-    out = torch.empty(rows.shape, dtype=table.dtype, device=packed.device)
-    if packed.device.type != "cpu":  # whole tensors: a GPU has the bandwidth for the index
+    if packed.device.type != "cpu" or torch.compiler.is_compiling():
+        # whole tensors: a GPU has the bandwidth for the index, and inside a caller's
+        # torch.compile (the reference's compiled decode step with packed experts) Inductor
+        # fuses these ops itself; the CPU paths below (threads, a nested compile) cannot be traced
         idx = rows.view(n, blocks, BLOCK // 2).to(torch.int32)
-        idx.add_(scales.to(torch.int32).unsqueeze(-1), alpha=256)
-        torch.index_select(table, 0, idx.view(-1), out=out.view(-1))
+        idx = idx | (scales.to(torch.int32).unsqueeze(-1) << 8)
+        out = torch.index_select(table, 0, idx.view(-1))
     else:
+        out = torch.empty(rows.shape, dtype=table.dtype, device=packed.device)
         _dequantize_cpu(table, rows, scales, out)
     return out.view(dtype).reshape(*lead, half * 2)
 

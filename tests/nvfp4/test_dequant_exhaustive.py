@@ -186,3 +186,24 @@ def test_compiled_path_is_used_only_for_large_tensors_and_honours_the_opt_out(mo
     if "error" in compiled_gather._state:
         pytest.skip(f"Inductor cannot compile on this machine: {compiled_gather._state['error']}")
     assert done == packed.numel()
+
+
+def test_inside_a_callers_torch_compile():
+    # the reference's compiled decode step dequantises packed experts inside its own graph:
+    # there dequantize must be traceable (no threads, no nested compile) and give the same bits,
+    # here for every (byte, scale byte) pair in a weight above compiled_gather.MIN_BYTES
+    packed, scale = all_pairs()
+    packed, scale = packed.repeat(16, 1), scale.repeat(16, 1)
+    assert packed.numel() >= compiled_gather.MIN_BYTES
+    gs = torch.tensor(0.37 / 2688)
+    x = torch.randn(3, packed.shape[1] * 2, generator=torch.Generator().manual_seed(0)).bfloat16()
+
+    def project(x):
+        return x @ dequantize(packed, scale, gs).t()
+
+    want = legacy_dequantize(packed, scale, gs, torch.bfloat16)
+    assert_bits_equal(torch.compile(lambda: dequantize(packed, scale, gs))(), want)
+    # NaN scale bytes make NaN columns: compare them as equal
+    torch.testing.assert_close(
+        torch.compile(project)(x), x @ want.t(), rtol=0, atol=0, equal_nan=True
+    )
