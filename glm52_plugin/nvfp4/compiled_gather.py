@@ -9,7 +9,8 @@ It is the same table and the same index, so the result is bit-identical to the e
 The flat byte stream is cut into rows of a fixed ``WIDTH`` (a multiple of the 8 bytes of a
 block, so block j's scale byte is row-local): one compiled graph, dynamic only in the number of
 rows, serves every weight shape. Compiling needs a C++ compiler (Inductor's); the first call
-pays 3-12 s (cached on disk by Inductor afterwards). Without a compiler, or with
+in a process pays ~9 s (importing Inductor ~4 s, then the compile, which Inductor's disk cache
+shortens for later processes; 8-12 s cold). Without a compiler, or with
 ``GLM52_NVFP4_COMPILE=0``, ``gather`` returns False and the caller's eager path runs.
 """
 
