@@ -201,8 +201,7 @@ def dequantize(
         # whole tensors: a GPU has the bandwidth for the index, and inside a caller's
         # torch.compile (the reference's compiled decode step with packed experts) Inductor
         # fuses these ops itself; the CPU paths below (threads, a nested compile) cannot be traced
-        idx = rows.view(n, blocks, BLOCK // 2).to(torch.int32)
-        idx = idx | (scales.to(torch.int32).unsqueeze(-1) << 8)
+        idx = compiled_gather.block_index(rows.view(n, blocks, BLOCK // 2), scales)
         out = torch.index_select(table, 0, idx.view(-1))
     else:
         out = torch.empty(rows.shape, dtype=table.dtype, device=packed.device)

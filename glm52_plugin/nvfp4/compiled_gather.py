@@ -11,7 +11,7 @@ block, so block j's scale byte is row-local): one compiled graph, dynamic only i
 rows, serves every weight shape. Compiling needs a C++ compiler (Inductor's); the first call
 in a process pays ~9 s (importing Inductor ~4 s, then the compile, which Inductor's disk cache
 shortens for later processes; 8-12 s cold). Without a compiler, or with
-``GLM52_NVFP4_COMPILE=0``, ``gather`` returns False and the caller's eager path runs.
+``GLM52_NVFP4_COMPILE=0``, ``gather`` returns 0 and the caller's eager path runs.
 """
 
 from __future__ import annotations
@@ -36,12 +36,16 @@ _state: dict[str, object] = {}  # "fn": the compiled function, "error": why it i
 _lock = threading.Lock()
 
 
+def block_index(codes: Tensor, scales: Tensor) -> Tensor:
+    """int32 index into codec's decode table of each packed byte: byte | its block's scale
+    byte << 8 (codes uint8 [..., B, 8], scales uint8 [..., B])."""
+    return codes.to(torch.int32) | (scales.to(torch.int32).unsqueeze(-1) << 8)
+
+
 def _gather_rows(table: Tensor, rows: Tensor, scales: Tensor, out: Tensor) -> None:
     """out[m, i] = table[rows[m, i] | scales[m, i // 8] << 8] (rows [M, WIDTH] uint8)."""
-    m = rows.shape[0]
-    codes = rows.view(m, WIDTH // _BLOCK_BYTES, _BLOCK_BYTES).to(torch.int32)
-    scale = scales.view(m, WIDTH // _BLOCK_BYTES, 1).to(torch.int32)
-    index = (codes | (scale << 8)).view(m, WIDTH)
+    m, blocks = rows.shape[0], WIDTH // _BLOCK_BYTES
+    index = block_index(rows.view(m, blocks, _BLOCK_BYTES), scales.view(m, blocks)).view(m, WIDTH)
     # unsafe: a byte | byte << 8 is always inside the 65536-entry table, so Inductor's
     # per-element bounds check (a third of the loop) is dropped
     out.copy_(torch.ops.aten._unsafe_index.Tensor(table, [index]))
