@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import torch
 from torch import Tensor
@@ -50,15 +51,8 @@ def _best_wall_cpu(
 
 def _eager_dequantize(packed: Tensor, scale: Tensor, scale_2: Tensor) -> Tensor:
     """``dequantize`` with the Inductor-compiled CPU gather switched off (its eager fallback)."""
-    saved = os.environ.get(compiled_gather.ENV)
-    os.environ[compiled_gather.ENV] = "0"
-    try:
+    with mock.patch.dict(os.environ, {compiled_gather.ENV: "0"}):
         return dequantize(packed, scale, scale_2, torch.bfloat16)
-    finally:
-        if saved is None:
-            del os.environ[compiled_gather.ENV]
-        else:
-            os.environ[compiled_gather.ENV] = saved
 
 
 def bench_dequant(n: int, k: int, repeat: int) -> None:
