@@ -9,37 +9,36 @@ attention from ``sparse_mla``. Weights keep the checkpoint's names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.reference.layers import Indexer, Rotary
+from glm52_plugin.vllm import cpu_dsa
+from glm52_plugin.vllm.absorb import Absorb
 from glm52_plugin.vllm.cpu_gemm import EngineLinear
 from glm52_plugin.vllm.rope import InterleavedRope
-from glm52_plugin.vllm.sparse_mla import (
-    RequestGroup,
-    group_attention,
-    group_topk,
-    request_groups,
-    write_slots,
-)
+from glm52_plugin.vllm.sparse_mla import EagerBatch, FusedBatch, write_slots
 
 
 @dataclass
 class SharedTopk:
     """State of the latest full layer in the current forward, reused by IndexShare layers.
 
-    ``groups`` is the forward's batch layout (built once per full layer, so shared layers skip it)
-    and ``topk`` holds one [R, S, K] tensor per group; ``positions`` identifies the forward.
-    ``rope`` (one per model, its tables shared by all layers) is set by the first install_dsa.
+    ``batch`` is the forward's batch layout (built once per full layer, so shared layers skip it)
+    and ``topk`` the full layer's selection in that batch's form; ``positions`` identifies the
+    forward. ``rope`` (one per model, its tables shared by all layers) and ``kernels`` (the fused
+    CPU DSA ops, None for the eager path) are set by the first install_dsa.
     """
 
-    groups: list[RequestGroup] = field(default_factory=list)
-    topk: list[Tensor] = field(default_factory=list)
+    batch: EagerBatch | FusedBatch | None = None
+    topk: object = None
     positions: Tensor | None = None
     rope: InterleavedRope | None = None
+    kernels: object = None
+    kernels_checked: bool = False
 
 
 def _layer_metadata(layer_name: str) -> object | None:
@@ -65,9 +64,12 @@ def install_dsa(attn: torch.nn.Module, cfg: Glm52Config, layer: int, shared: Sha
     attn.__class__ = _dsa_class(type(attn))
     if shared.rope is None:
         shared.rope = InterleavedRope(Rotary(cfg))
+    if not shared.kernels_checked:  # built here, at model construction, not in a forward
+        shared.kernels = cpu_dsa.kernels()
+        shared.kernels_checked = True
     attn.glm_shared = shared
     attn.glm_index_rows = None
-    attn.glm_absorb_key = None  # see GlmDsaAttention._absorb_weights
+    attn.glm_absorb = None  # built on first use, see GlmDsaAttention._absorb
     # checkpoint names: model.layers.{i}.self_attn.indexer.{wq_b,wk,k_norm,weights_proj}
     attn.indexer = Indexer(cfg, dtype) if cfg.has_indexer(layer) else None
     if attn.indexer is not None:
@@ -105,18 +107,12 @@ class GlmDsaAttention:
             )
         return self.glm_index_rows
 
-    def _absorb_weights(self) -> tuple[Tensor, Tensor]:
-        # kv_b_proj split per head into W_UK [H, Dn, C] and W_UV^T [H, C, Dv], made contiguous
-        # once (as vLLM's W_UK_T / W_UV): strided views make every step's batched matmuls copy.
+    def _absorb(self) -> Absorb:
         weight = self.kv_b_proj.weight
-        key = (weight.data_ptr(), weight._version)
-        if self.glm_absorb_key != key:
-            h, nope, c = self.num_local_heads, self.qk_nope_head_dim, self.kv_lora_rank
-            w = weight.detach().view(h, nope + self.v_head_dim, c)
-            # kept in fp32: on CPU a bf16 bmm of these small shapes is ~2.5x slower than fp32
-            w = w.float()
-            self.glm_absorb = (w[:, :nope].contiguous(), w[:, nope:].transpose(1, 2).contiguous())
-            self.glm_absorb_key = key
+        if self.glm_absorb is None or not self.glm_absorb.is_current(weight):
+            self.glm_absorb = Absorb(
+                weight, self.num_local_heads, self.qk_nope_head_dim, self.v_head_dim
+            )
         return self.glm_absorb
 
     def forward(
@@ -135,9 +131,9 @@ class GlmDsaAttention:
         q_pe = q_pe.to(q.dtype)  # rounded as the reference rounds its rotated q_rope
         latent = torch.cat((self.kv_a_layernorm(kv_c), k_pe.squeeze(1).to(kv_c.dtype)), -1)
 
-        w_kc, w_vc_t = self._absorb_weights()
-        q_lat = torch.matmul(q_nope.transpose(0, 1).float(), w_kc).transpose(0, 1)  # [T, H, C]
-        q_all = torch.cat((q_lat, q_pe.float()), -1)  # fp32, as the attention below computes
+        absorb = self._absorb()
+        q_lat = absorb.to_latent(q_nope)  # [T, H, C]
+        q_all = torch.cat((q_lat, q_pe.to(q_lat.dtype)), -1).float()  # attention runs in fp32
         out = torch.zeros(t, h, c, dtype=torch.float32, device=q_all.device)
 
         inner = self.mla_attn.mla_attn
@@ -148,18 +144,21 @@ class GlmDsaAttention:
             shared = self.glm_shared
             if self.indexer is not None:
                 # a forward's first DSA layer is always full, so this rebuilds every step
-                shared.groups = request_groups(metadata, positions, inner.kv_cache.shape[1])
+                block_size = inner.kv_cache.shape[1]
+                if shared.kernels is not None:
+                    shared.batch = FusedBatch(shared.kernels, metadata, positions, block_size)
+                else:
+                    shared.batch = EagerBatch(metadata, positions, block_size)
                 shared.topk = self._run_indexer(
-                    hidden_states, q_c, positions, metadata, rows.shape[0], shared.groups
+                    hidden_states, q_c, positions, metadata, rows.shape[0], shared.batch
                 )
                 shared.positions = positions
             elif shared.positions is None or not (
                 shared.positions is positions or torch.equal(shared.positions, positions)
             ):
                 raise RuntimeError("IndexShare: shared layer ran before any full indexer layer")
-            for group, topk in zip(shared.groups, shared.topk, strict=True):
-                group.scatter(out, group_attention(q_all, rows, group, topk, self.scaling, c))
-        o = torch.matmul(out.transpose(0, 1), w_vc_t).transpose(0, 1).to(hidden_states.dtype)
+            shared.batch.attend(out, q_all, rows, shared.topk, self.scaling, c)
+        o = absorb.from_latent(out, hidden_states.dtype)
         return self.o_proj(o.reshape(t, h * self.v_head_dim))[0]
 
     def _run_indexer(
@@ -169,8 +168,8 @@ class GlmDsaAttention:
         positions: Tensor,
         metadata: object,
         num_slots: int,
-        groups: list[RequestGroup],
-    ) -> list[Tensor]:
+        batch: EagerBatch | FusedBatch,
+    ) -> object:
         idx = self.indexer
         q = self.glm_wq_b(q_c).view(x.shape[0], idx.n_heads, idx.head_dim)
         k = idx.k_norm(self.glm_wk(x))
@@ -180,4 +179,4 @@ class GlmDsaAttention:
         write_slots(index_rows, metadata.slot_mapping, k)
         weights = idx.weights_proj(x.float()) * idx.n_heads**-0.5
         scale = idx.head_dim**-0.5
-        return [group_topk(q, weights, index_rows, g, idx.topk, scale) for g in groups]
+        return batch.topk(q, weights, index_rows, idx.topk, scale)

@@ -188,3 +188,79 @@ def group_attention(
         p = scores.softmax(-1, dtype=torch.float32)
         out[:, rows] = torch.matmul(p, sel[..., :kv_rank])  # [R, s', H, C]
     return out
+
+
+class EagerBatch:
+    """A step's DSA as padded torch batches (``RequestGroup``): runs wherever torch does."""
+
+    def __init__(self, metadata: object, positions: Tensor, block_size: int) -> None:
+        self.groups = request_groups(metadata, positions, block_size)
+
+    def topk(
+        self, q_index: Tensor, weights: Tensor, index_keys: Tensor, topk: int, scale: float
+    ) -> list[Tensor]:
+        return [group_topk(q_index, weights, index_keys, g, topk, scale) for g in self.groups]
+
+    def attend(
+        self,
+        out: Tensor,
+        q_all: Tensor,
+        latent_rows: Tensor,
+        topk: list[Tensor],
+        scale: float,
+        kv_rank: int,
+    ) -> None:
+        for group, selected in zip(self.groups, topk, strict=True):
+            group.scatter(out, group_attention(q_all, latent_rows, group, selected, scale, kv_rank))
+
+
+class FusedBatch:
+    """A step's DSA through the fused C++ kernels of ``cpu_dsa``: one call per part and layer.
+
+    The kernels read vLLM's layout directly (query_start_loc, block tables, paged caches), so
+    nothing is padded or gathered here. Top-k rows hold key positions, -1 past a query's visible
+    keys; they are [T, topk] for the whole step and reused as such by IndexShare layers.
+    """
+
+    def __init__(self, kernels: object, metadata: object, positions: Tensor, block_size: int):
+        self.kernels, self.block_size = kernels, block_size
+        self.positions = positions.long()
+        starts = metadata.query_start_loc.int()
+        num_decodes = metadata.num_decodes
+        # vLLM orders decodes first; each part has its own block-table rows
+        self.parts = [
+            (part.block_table.int(), starts[lo : hi + 1])
+            for lo, hi, part in (
+                (0, num_decodes, metadata.decode),
+                (num_decodes, metadata.num_reqs, metadata.prefill),
+            )
+            if hi > lo
+        ]
+
+    def topk(
+        self, q_index: Tensor, weights: Tensor, index_keys: Tensor, topk: int, scale: float
+    ) -> Tensor:
+        out = torch.empty(q_index.shape[0], topk, dtype=torch.long)
+        q, w = q_index.float().contiguous(), weights.float().contiguous()
+        for table, starts in self.parts:
+            self.kernels.index_topk(
+                out, q, w, index_keys, table, starts, self.positions, self.block_size, scale
+            )
+        return out
+
+    def attend(
+        self,
+        out: Tensor,
+        q_all: Tensor,
+        latent_rows: Tensor,
+        topk: Tensor,
+        scale: float,
+        kv_rank: int,
+    ) -> None:
+        if out.shape[-1] != kv_rank:
+            raise ValueError(f"sparse MLA: out has {out.shape[-1]} latent dims, not {kv_rank}")
+        q = q_all.float().contiguous()
+        for table, starts in self.parts:
+            self.kernels.sparse_mla(
+                out, q, latent_rows, table, starts, topk, self.block_size, scale
+            )
