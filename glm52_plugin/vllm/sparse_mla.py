@@ -72,17 +72,20 @@ def request_groups(metadata: object, positions: Tensor, block_size: int) -> list
     which holds with and without chunked prefill or prefix caching.
     """
     starts = metadata.query_start_loc.long()
-    num_decodes = metadata.num_decodes
     groups = []
-    for lo, hi, part in (
-        (0, num_decodes, metadata.decode),
-        (num_decodes, metadata.num_reqs, metadata.prefill),
-    ):
-        if hi > lo:
-            group = _group(starts[lo : hi + 1], part.block_table, positions, block_size)
-            if group is not None:
-                groups.append(group)
+    for lo, hi, part in batch_parts(metadata):
+        group = _group(starts[lo : hi + 1], part.block_table, positions, block_size)
+        if group is not None:
+            groups.append(group)
     return groups
+
+
+def batch_parts(metadata: object) -> list[tuple[int, int, object]]:
+    """(first request, end request, metadata part) of the decodes and the prefills, non-empty
+    ones only: vLLM orders decodes first, and each part has its own block-table rows."""
+    num_decodes = metadata.num_decodes
+    parts = [(0, num_decodes, metadata.decode), (num_decodes, metadata.num_reqs, metadata.prefill)]
+    return [(lo, hi, part) for lo, hi, part in parts if hi > lo]
 
 
 def _group(
@@ -226,15 +229,8 @@ class FusedBatch:
         self.kernels, self.block_size = kernels, block_size
         self.positions = positions.long()
         starts = metadata.query_start_loc.int()
-        num_decodes = metadata.num_decodes
-        # vLLM orders decodes first; each part has its own block-table rows
         self.parts = [
-            (part.block_table.int(), starts[lo : hi + 1])
-            for lo, hi, part in (
-                (0, num_decodes, metadata.decode),
-                (num_decodes, metadata.num_reqs, metadata.prefill),
-            )
-            if hi > lo
+            (part.block_table.int(), starts[lo : hi + 1]) for lo, hi, part in batch_parts(metadata)
         ]
 
     def topk(
