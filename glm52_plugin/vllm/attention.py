@@ -9,6 +9,8 @@ attention from ``sparse_mla``. Weights keep the checkpoint's names.
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -65,8 +67,9 @@ def install_dsa(attn: torch.nn.Module, cfg: Glm52Config, layer: int, shared: Sha
     if shared.rope is None:
         shared.rope = InterleavedRope(Rotary(cfg))
     if not shared.kernels_checked:  # built here, at model construction, not in a forward
-        shared.kernels = cpu_dsa.kernels()
+        shared.kernels = cpu_dsa.kernels(announce=_log_info)
         shared.kernels_checked = True
+        _log_dsa_path(shared.kernels is not None)
     attn.glm_shared = shared
     attn.glm_index_rows = None
     attn.glm_absorb = None  # built on first use, see GlmDsaAttention._absorb
@@ -80,6 +83,21 @@ def install_dsa(attn: torch.nn.Module, cfg: Glm52Config, layer: int, shared: Sha
     # weight post-processing: on x86 hosts with AMX vLLM picks AMX_MLA, which packs W_UK/W_UV
     # (rejecting fp32 weights) and then swaps kv_b_proj.weight, which we read, for an empty one.
     attn.mla_attn.mla_attn.process_weights_after_loading = _skip_kernel_weight_packing
+
+
+def _log_info(message: str) -> None:
+    from glm52_plugin.vllm.plugin import _log
+
+    _log(logging.INFO, message)
+
+
+@functools.cache  # once per process and path (the MTP draft model checks again)
+def _log_dsa_path(fused: bool) -> None:
+    if fused:
+        _log_info("glm52_plugin: CPU DSA through the fused C++ kernels (glm52_plugin/vllm/csrc)")
+    else:
+        reason = cpu_dsa.build_error().split("\n", 1)[0] or f"{cpu_dsa.ENV_SWITCH}=0"
+        _log_info(f"glm52_plugin: CPU DSA through eager torch ops ({reason})")
 
 
 def _skip_kernel_weight_packing(act_dtype: torch.dtype) -> None:

@@ -16,6 +16,7 @@ import logging
 import os
 import platform
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -44,15 +45,19 @@ def build_name() -> str:
     return f"glm52_cpu_dsa_{digest}"
 
 
-def kernels() -> object | None:
-    """``torch.ops.glm52_cpu_dsa`` (index_topk, sparse_mla), or None when off or unbuildable."""
+def kernels(announce: Callable[[str], None] = logger.info) -> object | None:
+    """``torch.ops.glm52_cpu_dsa`` (index_topk, sparse_mla), or None when off or unbuildable.
+
+    ``announce`` gets one line before a build starts (the engine adapter routes it to vLLM's
+    log, where this module's INFO lines would be dropped).
+    """
     with _lock:
         if not _state["tried"]:
             _state["tried"] = True
             if os.environ.get(ENV_SWITCH, "1") == "0":
                 return None
             try:
-                _build()
+                _build(announce)
                 _state["ops"] = torch.ops.glm52_cpu_dsa
             except Exception as exc:  # no compiler, no ninja, unsupported host: eager path
                 _state["error"] = exc
@@ -69,14 +74,25 @@ def build_error() -> str:
     return f"{type(error).__name__}: {error}" if error is not None else ""
 
 
-def _build() -> None:
+def _build(announce: Callable[[str], None]) -> None:
     from torch.utils.cpp_extension import load
 
-    logger.info("glm52: building the fused CPU DSA kernels (once per host, ~30 s)")
+    name = build_name()
+    if not _is_built(name):
+        announce(f"glm52_plugin: building the fused CPU DSA kernels {name} (once per host, ~30 s)")
     load(
-        name=build_name(),
+        name=name,
         sources=[str(SOURCE)],
         extra_cflags=["-O3", "-march=native", "-fopenmp-simd", "-mprefer-vector-width=512"],
         is_python_module=False,
         verbose=False,
     )
+
+
+def _is_built(name: str) -> bool:
+    try:  # torch's own build-directory rule (private: any failure just means "announce")
+        from torch.utils.cpp_extension import _get_build_directory
+
+        return (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").is_file()
+    except Exception:
+        return False

@@ -31,10 +31,11 @@ def run_vllm(
     dtype: str = "float32",
     mtp: int = 0,
     engine_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> dict:
     cmd = [sys.executable, str(RUNNER), str(checkpoint), dtype, str(MAX_TOKENS),
            json.dumps(prompts)] + (["--quantization", quantization] if quantization else []) + ["--mtp", str(mtp), *engine_args]  # fmt: skip
-    env = {**os.environ, "VLLM_LOGGING_LEVEL": "INFO"}
+    env = {**os.environ, "VLLM_LOGGING_LEVEL": "INFO", **(env or {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -80,19 +81,24 @@ def test_offline_greedy_equals_reference(toy_checkpoints, layers, tmp_path) -> N
         )
 
 
-def test_batched_requests_of_mixed_lengths_equal_reference(toy_checkpoints) -> None:
-    """The CPU DSA batches all requests of a step (padded per decode/prefill group): requests
-    shorter than index_topk, equal to it and several times longer, in one engine, each equal to
-    the reference. A 128-token step budget cannot take all prompts at once, so later prompts are
-    prefilled (or, where vLLM chunks prefills, continued) in the same steps as earlier requests'
-    decodes: mixed decode + prefill batches with ragged contexts."""
+@pytest.mark.parametrize(
+    ("switch", "dsa"), [("1", "the fused C++ kernels"), ("0", "eager torch ops")]
+)
+def test_batched_requests_of_mixed_lengths_equal_reference(toy_checkpoints, switch, dsa) -> None:
+    """The CPU DSA batches all requests of a step (fused kernels over vLLM's layout, or eager
+    batches padded per decode/prefill group): requests shorter than index_topk, equal to it and
+    several times longer, in one engine, each equal to the reference. A 128-token step budget
+    cannot take all prompts at once, so later prompts are prefilled (or, where vLLM chunks
+    prefills, continued) in the same steps as earlier requests' decodes: mixed decode + prefill
+    batches with ragged contexts."""
     path = toy_checkpoints[8]
     ref = Glm52ForCausalLM.from_pretrained(path, dtype=torch.float32, progress=False)
     topk = ref.config.index_topk
     lengths = [80, 5, 3 * topk, topk, 9, 4 * topk + 3, 1]
     prompts = [prompt_ids(n, seed=10 + i)[0].tolist() for i, n in enumerate(lengths)]
     engine = ("--max-num-seqs", "8", "--max-model-len", "128", "--max-num-batched-tokens", "128")
-    result = run_vllm(path, prompts, engine_args=engine)
+    result = run_vllm(path, prompts, engine_args=engine, env={"GLM52_CPU_DSA_KERNEL": switch})
+    assert f"CPU DSA through {dsa}" in result["log"]
     for prompt, tokens, logprobs in zip(prompts, result["tokens"], result["logprobs"], strict=True):
         want_tokens, want_logprobs = reference_path(ref, prompt, MAX_TOKENS)
         assert tokens == want_tokens, f"prompt of {len(prompt)} tokens"
