@@ -44,9 +44,10 @@ def main() -> None:
 
     r, length, block = args.requests, args.context, 16
     topk, h_i, d_i, heads, width, rank = 16, 4, 128, 4, 576, 512
-    blocks = r * (-(-length // block)) + 8
+    per_request = -(-length // block)
+    blocks = r * per_request + 8
     g = torch.Generator().manual_seed(0)
-    table = torch.randperm(blocks, generator=g)[: r * (-(-length // block))].view(r, -1).int()
+    table = torch.randperm(blocks, generator=g)[: r * per_request].view(r, -1).int()
     metadata = SimpleNamespace(
         query_start_loc=torch.arange(r + 1).int(), num_reqs=r, num_decodes=r,
         decode=SimpleNamespace(block_table=table), prefill=None,

@@ -31,8 +31,8 @@ class SharedTopk:
 
     ``batch`` is the forward's batch layout (built once per full layer, so shared layers skip it)
     and ``topk`` the full layer's selection in that batch's form; ``positions`` identifies the
-    forward. ``rope`` (one per model, its tables shared by all layers) and ``kernels`` (the fused
-    CPU DSA ops, None for the eager path) are set by the first install_dsa.
+    forward. ``rope`` (one per model, its tables shared by all layers) is set by the first
+    install_dsa, ``kernels`` (the fused CPU DSA ops, None for the eager path) by every one.
     """
 
     batch: EagerBatch | FusedBatch | None = None
@@ -40,7 +40,6 @@ class SharedTopk:
     positions: Tensor | None = None
     rope: InterleavedRope | None = None
     kernels: object = None
-    kernels_checked: bool = False
 
 
 def _layer_metadata(layer_name: str) -> object | None:
@@ -66,10 +65,9 @@ def install_dsa(attn: torch.nn.Module, cfg: Glm52Config, layer: int, shared: Sha
     attn.__class__ = _dsa_class(type(attn))
     if shared.rope is None:
         shared.rope = InterleavedRope(Rotary(cfg))
-    if not shared.kernels_checked:  # built here, at model construction, not in a forward
-        shared.kernels = cpu_dsa.kernels(announce=_log_info)
-        shared.kernels_checked = True
-        _log_dsa_path(shared.kernels is not None)
+    # built (once per process) here, at model construction, not in a forward
+    shared.kernels = cpu_dsa.kernels(announce=_log_info)
+    _log_dsa_path(shared.kernels is not None)
     attn.glm_shared = shared
     attn.glm_index_rows = None
     attn.glm_absorb = None  # built on first use, see GlmDsaAttention._absorb
@@ -91,7 +89,7 @@ def _log_info(message: str) -> None:
     _log(logging.INFO, message)
 
 
-@functools.cache  # once per process and path (the MTP draft model checks again)
+@functools.cache  # once per process and path (every install_dsa reports it)
 def _log_dsa_path(fused: bool) -> None:
     if fused:
         _log_info("glm52_plugin: CPU DSA through the fused C++ kernels (glm52_plugin/vllm/csrc)")

@@ -74,12 +74,17 @@ Paging paging(const at::Tensor& block_table, int64_t block_size) {
   return {block_table.data_ptr<int32_t>(), block_table.stride(0), block_size};
 }
 
-// Request of every query row in [first, last): starts is query_start_loc (int32, R + 1).
-std::vector<int64_t> request_of_rows(const at::Tensor& starts, int64_t num_requests) {
+// query_start_loc's data after checking it is int32 [R + 1] for R block-table rows.
+const int32_t* query_starts(const at::Tensor& starts, int64_t num_requests) {
   TORCH_CHECK(starts.dim() == 1 && starts.scalar_type() == at::kInt &&
                   starts.size(0) == num_requests + 1,
               "glm52 cpu_dsa: query_start_loc must be int32 [R + 1] for R block-table rows");
-  const int32_t* s = starts.data_ptr<int32_t>();
+  return starts.data_ptr<int32_t>();
+}
+
+// Request of every query row in [first, last): starts is query_start_loc (int32, R + 1).
+std::vector<int64_t> request_of_rows(const at::Tensor& starts, int64_t num_requests) {
+  const int32_t* s = query_starts(starts, num_requests);
   std::vector<int64_t> owner;
   owner.reserve(s[num_requests] - s[0]);
   for (int64_t r = 0; r < num_requests; ++r)
@@ -166,10 +171,7 @@ void index_topk(at::Tensor& out, const at::Tensor& q, const at::Tensor& weights,
   const int64_t heads = q.size(1), dim = q.size(2), k = out.size(1);
   check_cache(keys, "index keys", dim);
   const Paging pages = paging(block_table, block_size);
-  TORCH_CHECK(query_start_loc.dim() == 1 && query_start_loc.scalar_type() == at::kInt &&
-                  query_start_loc.size(0) == block_table.size(0) + 1,
-              "glm52 cpu_dsa: query_start_loc must be int32 [R + 1] for R block-table rows");
-  const int32_t* starts = query_start_loc.data_ptr<int32_t>();
+  const int32_t* starts = query_starts(query_start_loc, block_table.size(0));
   const float* qd = q.data_ptr<float>();
   const float* wd = weights.data_ptr<float>();
   const int64_t* pos = positions.data_ptr<int64_t>();
