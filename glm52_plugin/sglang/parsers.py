@@ -11,9 +11,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 from typing import Any
 
+from glm52_plugin.env import env_flag
 from glm52_plugin.parsers import ReasoningParser, ToolCallParser
 from glm52_plugin.parsers.types import Delta
 
@@ -27,8 +27,8 @@ def register_parsers() -> list[str]:
     """Put our detectors into FunctionCallParser.ToolCallParserEnum and
     ReasoningParser.DetectorMap as `glm45` and `glm47`; returns those names ([] and no change
     when GLM52_DISABLE_PARSERS=1). Safe to call repeatedly."""
-    if os.environ.get(DISABLE_ENV) == "1":
-        logger.info("%s=1: leaving SGLang's in-tree glm45/glm47 parsers in place", DISABLE_ENV)
+    if env_flag(DISABLE_ENV):
+        logger.info("%s is set: leaving SGLang's in-tree glm45/glm47 parsers in place", DISABLE_ENV)
         return []
     from sglang.srt.function_call.function_call_parser import FunctionCallParser
     from sglang.srt.parser.reasoning_parser import ReasoningParser as SglReasoningParser

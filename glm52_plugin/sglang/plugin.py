@@ -32,6 +32,7 @@ from types import ModuleType
 from typing import Any
 
 from glm52_plugin import __version__
+from glm52_plugin.env import env_flag
 
 DISABLE_ENV = "GLM52_DISABLE_PLUGIN"
 MODELS_PACKAGE = "glm52_plugin.sglang.models"
@@ -50,10 +51,10 @@ def register() -> None:
 @functools.cache  # once per process; a raise is not cached, so a later call retries
 def _register_once() -> bool:
     """Arrange the override (now, or when SGLang's registry module is imported); False when disabled."""
-    if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
+    if env_flag(DISABLE_ENV):
         _log(
             logging.INFO,
-            f"glm52_plugin {__version__}: disabled by {DISABLE_ENV}=1; registered nothing",
+            f"glm52_plugin {__version__}: disabled by {DISABLE_ENV}; registered nothing",
         )
         return False
     parsers = _register_parsers()

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import platform
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from glm52_plugin.env import env_flag
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def kernels(announce: Callable[[str], None] = logger.info) -> object | None:
     with _lock:
         if not _state["tried"]:
             _state["tried"] = True
-            if os.environ.get(ENV_SWITCH, "1") == "0":
+            if not env_flag(ENV_SWITCH, default=True):
                 return None
             try:
                 _build(announce)

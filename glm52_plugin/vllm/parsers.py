@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
+from glm52_plugin.env import env_flag
 from glm52_plugin.parsers import (
     ReasoningParser,
     ToolCallParser,
@@ -39,8 +39,8 @@ _MARKERS = (THINK_OPEN, THINK_CLOSE, CALL_OPEN, *TURN_BOUNDARIES)
 def register_parsers() -> list[str]:
     """Register our tool and reasoning parsers as `glm45` and `glm47`; returns those names
     ([] and no change when GLM52_DISABLE_PARSERS=1). Safe to call repeatedly."""
-    if os.environ.get(DISABLE_ENV) == "1":
-        logger.info("%s=1: leaving vLLM's in-tree glm45/glm47 parsers in place", DISABLE_ENV)
+    if env_flag(DISABLE_ENV):
+        logger.info("%s is set: leaving vLLM's in-tree glm45/glm47 parsers in place", DISABLE_ENV)
         return []
     from vllm.reasoning import ReasoningParserManager
     from vllm.tool_parsers import ToolParserManager

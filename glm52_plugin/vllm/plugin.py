@@ -22,6 +22,7 @@ import os
 import sys
 
 from glm52_plugin import __version__
+from glm52_plugin.env import env_flag
 
 DISABLE_ENV = "GLM52_DISABLE_PLUGIN"
 
@@ -48,10 +49,10 @@ def _register_once() -> tuple[str, ...]:
     """Return the arch names registered in this process (empty when disabled or refused)."""
     from glm52_plugin.vllm import compat
 
-    if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
+    if env_flag(DISABLE_ENV):
         _log(
             logging.INFO,
-            f"glm52_plugin {__version__}: disabled by {DISABLE_ENV}=1; registered nothing",
+            f"glm52_plugin {__version__}: disabled by {DISABLE_ENV}; registered nothing",
         )
         return ()
     try:
