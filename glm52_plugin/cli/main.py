@@ -33,6 +33,7 @@ SUBCOMMANDS: dict[str, str] = {
     "schedule": "Show the IndexShare schedule (full/shared indexer layers) of a config.",
     "inspect": "Check a checkpoint from its safetensors headers: dims, schedule, precisions.",
     "plan": "Plan a GLM-5.2 deployment: per-GPU weights, KV cache, tokens that fit, FLOPs.",
+    "verify": "Check a served GLM-5.2 (vLLM/SGLang) against the reference, teacher-forced.",
 }
 
 EXIT_FAILURE = 1
