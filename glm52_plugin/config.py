@@ -3,26 +3,44 @@
 Follows transformers 5.23 ``GlmMoeDsaConfig`` (field names, defaults, IndexShare derivation) and
 accepts what any transformers 5.x wrote: top-level ``rope_theta``/``rope_scaling`` or
 ``rope_parameters``, the meaningless ``head_dim``, legacy ``layer_types`` values and a
-``quantization_config``. Spec: ``shared/spec/architecture.md`` sections 1, 5, 6, 13 and 16.
+``quantization_config``. Fields transformers' class does not know (``topk_method``,
+``scoring_func``, ``rope_interleave``, ...: ``GLM52_FILLS``) take GLM-5.2's values where the file
+is silent, and ``filled_fields`` records which did. Validation rules and errors live in
+``glm52_plugin._config_parse``; every construction (``from_dict``, the constructor,
+``dataclasses.replace``) is checked and its per-layer schedules derived in ``__post_init__``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from glm52_plugin import _config_parse as _parse
+from glm52_plugin._config_parse import (
+    ATTENTION_LAYER_TYPES,
+    GLM52_FILLS,
+    SUPPORTED_ROPE_TYPES,
+    ConfigError,
+    indexer_pattern,
+)
+
+__all__ = [
+    "ATTENTION_LAYER_TYPES",
+    "GLM52_FILLS",
+    "SUPPORTED_ROPE_TYPES",
+    "ConfigError",
+    "Glm52Config",
+    "RopeParameters",
+    "indexer_pattern",
+    "yarn_mscale",
+]
+
 IndexerType = Literal["full", "shared"]
-SUPPORTED_ROPE_TYPES = ("default", "yarn")
-# transformers <= 5.22 wrote "deepseek_sparse_attention"; 5.23 maps it to "indexed_attention".
-ATTENTION_LAYER_TYPES = ("indexed_attention", "deepseek_sparse_attention")
-
-
-class ConfigError(ValueError):
-    """A config.json value is missing, mistyped or inconsistent; the message names the field."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +85,10 @@ class Glm52Config:
     indexer_rope_interleave: bool = True
     index_topk_freq: int | None = None
     index_skip_topk_offset: int | None = None
-    index_topk_pattern: str | tuple[str, ...] | None = None
-    indexer_types: tuple[IndexerType, ...] = ()  # resolved, one per decoder layer
+    # The declared per-layer schedule as an "F"/"S" string (config.json's explicit indexer_types
+    # list, which wins, or its index_topk_pattern); None derives it from freq/offset.
+    index_topk_pattern: str | None = None
+    indexer_types: tuple[IndexerType, ...] = field(init=False)  # derived, one per decoder layer
     index_share_for_mtp_iteration: bool = True
     # ffn and moe
     intermediate_size: int = 12288
@@ -80,7 +100,7 @@ class Glm52Config:
     topk_group: int = 1
     first_k_dense_replace: int = 3
     moe_layer_freq: int = 1
-    mlp_layer_types: tuple[Literal["dense", "sparse"], ...] = ()  # resolved
+    mlp_layer_types: tuple[Literal["dense", "sparse"], ...] = field(init=False)  # derived
     scoring_func: str = "sigmoid"
     topk_method: str = "noaux_tc"
     norm_topk_prob: bool = True
@@ -93,11 +113,48 @@ class Glm52Config:
     eos_token_id: tuple[int, ...] = (1,)
     pad_token_id: int | None = None
     dtype: str = "bfloat16"
+    # GLM52_FILLS the source config.json omitted (their GLM-5.2 values were used); not compared
+    filled_fields: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        # the one place values are checked and schedules derived: from_dict, Glm52Config(...) and
+        # dataclasses.replace all come through here
+        if not isinstance(self.rope_parameters, RopeParameters):
+            raise ConfigError(
+                f"rope_parameters: expected RopeParameters, got {self.rope_parameters!r}"
+            )
+        for name, value in _parse.check_values(self).items():
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "filled_fields", tuple(self.filled_fields))
+        object.__setattr__(
+            self,
+            "indexer_types",
+            _parse.resolve_indexer_types(
+                self.num_hidden_layers,
+                self.index_topk_pattern,
+                self.index_topk_freq,
+                self.index_skip_topk_offset,
+            ),
+        )
+        object.__setattr__(
+            self,
+            "mlp_layer_types",
+            _parse.mlp_layer_types(
+                self.num_hidden_layers, self.first_k_dense_replace, self.moe_layer_freq
+            ),
+        )
+        _parse.check_consistency(self)
 
     # ---- derived -------------------------------------------------------------------------------
     @property
     def qk_head_dim(self) -> int:
         return self.qk_nope_head_dim + self.qk_rope_head_dim
+
+    @property
+    def indexer_pattern(self) -> str:
+        """The resolved schedule as an ``index_topk_pattern`` string, "F" full / "S" shared per
+        layer (what vLLM and SGLang read), e.g. ``"FS"`` for the 2-layer toy."""
+        return indexer_pattern(self.indexer_types)
 
     @property
     def mtp_layer_index(self) -> int | None:
@@ -135,13 +192,17 @@ class Glm52Config:
             return rope.factor
         return self.max_position_embeddings / rope.original_max_position_embeddings  # type: ignore[operator]
 
+    def filled_values(self) -> dict[str, Any]:
+        """The GLM-5.2 values filled in for fields the source config.json omitted."""
+        return {name: getattr(self, name) for name in self.filled_fields}
+
     # ---- construction --------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Glm52Config:
         """Parse a HF config.json dict; raises ConfigError naming the offending field."""
-        from glm52_plugin._config_parse import parse_config_dict
-
-        return parse_config_dict(cls, d)
+        kw = _parse.parse_fields(d, [f.name for f in dataclasses.fields(cls) if f.init])
+        kw["rope_parameters"] = RopeParameters(**kw["rope_parameters"])
+        return cls(**kw)
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> Glm52Config:
@@ -162,37 +223,24 @@ class Glm52Config:
             raise ConfigError(f"{file}: {e}") from None
 
     def replace(self, **changes: Any) -> Glm52Config:
-        """A copy with fields changed and derived schedules re-resolved (via to_hf_dict/from_dict)."""
-        d = self.to_hf_dict()
-        if (
-            "indexer_types" not in changes
-            and {
-                "index_topk_freq",
-                "index_skip_topk_offset",
-                "index_topk_pattern",
-                "num_hidden_layers",
-            }
-            & changes.keys()
-        ):
-            d.pop("indexer_types")
-        if (
-            "mlp_layer_types" not in changes
-            and {
-                "first_k_dense_replace",
-                "moe_layer_freq",
-                "num_hidden_layers",
-            }
-            & changes.keys()
-        ):
-            d.pop("mlp_layer_types")
-        for k, v in changes.items():
-            d[k] = dataclasses.asdict(v) if isinstance(v, RopeParameters) else v
-        return Glm52Config.from_dict(d)
+        """``dataclasses.replace`` (checked, schedules re-derived), plus two conveniences: an
+        ``indexer_types`` list sets the declared schedule, and a new ``num_hidden_layers`` drops
+        a declared schedule (re-derived from freq/offset) unless one is given."""
+        if "indexer_types" in changes:
+            changes["index_topk_pattern"] = _parse.normalise_pattern(
+                changes.pop("indexer_types"), "indexer_types"
+            )
+        if "num_hidden_layers" in changes and "index_topk_pattern" not in changes:
+            changes["index_topk_pattern"] = None
+        return dataclasses.replace(self, **changes)
 
     def to_hf_dict(self) -> dict[str, Any]:
-        """The config.json a checkpoint of this model carries (transformers 5.x layout)."""
+        """The config.json a checkpoint of this model carries (transformers 5.x layout); a
+        declared schedule is written as transformers writes it, an ``indexer_types`` list."""
         d: dict[str, Any] = {"architectures": ["GlmMoeDsaForCausalLM"], "model_type": "glm_moe_dsa"}
         for f in dataclasses.fields(self):
+            if f.name in ("filled_fields", "indexer_types", "index_topk_pattern"):
+                continue
             v = getattr(self, f.name)
             if isinstance(v, RopeParameters):
                 v = {k: x for k, x in dataclasses.asdict(v).items() if x is not None}
@@ -201,19 +249,22 @@ class Glm52Config:
             elif isinstance(v, tuple):
                 v = list(v)
             d[f.name] = v
+        d["index_topk_pattern"] = None
+        if self.index_topk_pattern is not None:
+            d["indexer_types"] = list(self.indexer_types)
         return d
 
     # ---- presets -------------------------------------------------------------------------------
     @classmethod
     def glm52(cls) -> Glm52Config:
-        """The real GLM-5.2 dimensions (spec section 1)."""
+        """The real GLM-5.2 dimensions (the published zai-org/GLM-5.2 config.json)."""
         from glm52_plugin.presets import GLM52_CONFIG
 
         return cls.from_dict(GLM52_CONFIG)
 
     @classmethod
     def toy(cls, layers: int = 2) -> Glm52Config:
-        """CPU-sized toy keeping every GLM-5.2 mechanism (spec section 16): 2 or 8 layers."""
+        """CPU-sized toy keeping every GLM-5.2 mechanism: 2 or 8 layers."""
         from glm52_plugin.presets import toy_config_dict
 
         return cls.from_dict(toy_config_dict(layers))
@@ -222,52 +273,4 @@ class Glm52Config:
 def yarn_mscale(scale: float, mscale: float = 1.0) -> float:
     if scale <= 1:
         return 1.0
-    import math
-
     return 0.1 * mscale * math.log(scale) + 1.0
-
-
-def resolve_indexer_types(
-    num_layers: int,
-    indexer_types: Any = None,
-    index_topk_pattern: Any = None,
-    index_topk_freq: int | None = None,
-    index_skip_topk_offset: int | None = None,
-) -> tuple[IndexerType, ...]:
-    """Per-layer "full"/"shared": explicit list > pattern > freq/offset (transformers 5.23 rule).
-
-    Layer i is full iff ``max(i - offset + 1, 0) % freq == 0``; defaults freq 1, offset 2.
-    """
-    if indexer_types is not None:
-        types = list(indexer_types)
-        source = "indexer_types"
-    elif index_topk_pattern is not None:
-        if isinstance(index_topk_pattern, str):
-            bad = sorted(set(index_topk_pattern) - {"F", "S"})
-            if bad:
-                raise ConfigError(f"index_topk_pattern: characters {bad} are not 'F' or 'S'")
-            types = ["full" if c == "F" else "shared" for c in index_topk_pattern]
-        else:
-            types = list(index_topk_pattern)
-        source = "index_topk_pattern"
-    else:
-        freq = max(index_topk_freq if index_topk_freq is not None else 1, 1)
-        offset = 2 if index_skip_topk_offset is None else index_skip_topk_offset
-        if offset < 0:
-            raise ConfigError(f"index_skip_topk_offset: must be >= 0, got {offset}")
-        types = [
-            "full" if max(i - offset + 1, 0) % freq == 0 else "shared" for i in range(num_layers)
-        ]
-        source = "index_topk_freq/index_skip_topk_offset"
-    if len(types) != num_layers:
-        raise ConfigError(
-            f"{source}: has {len(types)} entries but num_hidden_layers is {num_layers}"
-        )
-    for i, t in enumerate(types):
-        if t not in ("full", "shared"):
-            raise ConfigError(f"{source}[{i}]: {t!r} is not 'full' or 'shared'")
-    if types and types[0] != "full":
-        raise ConfigError(
-            f"{source}: layer 0 is 'shared' but a shared layer needs an earlier full layer's top-k"
-        )
-    return tuple(types)  # type: ignore[return-value]

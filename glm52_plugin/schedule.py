@@ -25,10 +25,10 @@ def render_schedule(cfg: Glm52Config, width: int = 40) -> str:
         + (f"; MTP layer {cfg.mtp_layer_index} runs its own indexer" if cfg.mtp_layer_index else "")
     ]
     for start in range(0, n, width):
-        chunk = cfg.indexer_types[start : start + width]
+        chunk = cfg.indexer_pattern[start : start + width]
         ticks = "".join(str((start + i) // 10 % 10) if (start + i) % 10 == 0 else " "
                         for i in range(len(chunk)))  # fmt: skip
-        strip = "".join("F" if t == "full" else "s" for t in chunk)
+        strip = chunk.replace("S", "s")
         lines += [f"  {start:>3}  {ticks}", f"       {strip}"]
     groups = ", ".join(f"{g[0]}" if len(g) == 1 else f"{g[0]}-{g[-1]}" for g in reuse_groups(cfg))
     lines.append(f"  top-k groups (first layer computes, the rest reuse): {groups}")

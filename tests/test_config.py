@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -9,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import GlmMoeDsaConfig
 
-from glm52_plugin.config import ConfigError, Glm52Config
+from glm52_plugin.config import GLM52_FILLS, ConfigError, Glm52Config
 from glm52_plugin.presets import GLM52_CONFIG, toy_config_dict
 
-# spec section 5.2, written out by hand
+# the 21 full layers of the published GLM-5.2 config.json, written out by hand
 GLM52_FULL_LAYERS = [0, 1, 2, 6, 10, 14, 18, 22, 26, 30, 34, 38, 42, 46, 50, 54, 58, 62, 66, 70, 74]
 
 
@@ -102,7 +103,7 @@ def test_yarn_rope_scaling_sets_mscale_on_the_softmax_scale() -> None:
     cfg = Glm52Config.from_dict(d)
     import math
 
-    mscale = 0.1 * 1.0 * math.log(40.0) + 1.0  # spec section 3
+    mscale = 0.1 * 1.0 * math.log(40.0) + 1.0  # YaRN paper / DeepSeek-V3 yarn_get_mscale
     assert cfg.softmax_scale == pytest.approx(128**-0.5 * mscale**2)
 
 
@@ -151,3 +152,77 @@ def test_unreadable_config_names_the_file(tmp_path) -> None:
         Glm52Config.from_pretrained(tmp_path)
     with pytest.raises(ConfigError, match="not found"):
         Glm52Config.from_pretrained(tmp_path / "missing")
+
+
+def _written_by_transformers(d: dict) -> dict:
+    """The config.json transformers' own GlmMoeDsaConfig writes for ``d``: only the fields it
+    knows, as when a config is built in code (``GlmMoeDsaConfig(...)``) and saved."""
+    known = {f.name for f in dataclasses.fields(GlmMoeDsaConfig)}
+    return GlmMoeDsaConfig(**{k: v for k, v in d.items() if k in known}).to_dict()
+
+
+@pytest.mark.parametrize("layers", [2, 8])
+def test_fields_transformers_omits_take_glm52_values_and_are_recorded(layers: int) -> None:
+    full = toy_config_dict(layers)
+    written = _written_by_transformers(full)
+    omitted = set(full) - set(written)
+    # what transformers 5.x drops is exactly what the fill covers (plus the None pattern and
+    # freq/offset, which its indexer_types list replaces)
+    assert set(GLM52_FILLS) <= omitted
+    assert omitted - set(GLM52_FILLS) <= {"index_topk_pattern", "index_topk_freq",
+                                          "index_skip_topk_offset"}  # fmt: skip
+    cfg = Glm52Config.from_dict(written)
+    assert set(cfg.filled_fields) == set(GLM52_FILLS)
+    # the toy uses GLM-5.2's values for the filled fields; the schedule came as indexer_types
+    schedule = {k: full[k] for k in ("index_topk_freq", "index_skip_topk_offset")}
+    assert dataclasses.replace(cfg, **schedule) == Glm52Config.toy(layers)
+    assert cfg.filled_values() == {name: full[name] for name in GLM52_FILLS}
+    assert Glm52Config.toy(layers).filled_fields == ()
+
+
+def test_dataclasses_replace_rederives_and_rechecks() -> None:
+    base = Glm52Config.from_dict({k: v for k, v in toy_config_dict(8).items()
+                                  if k not in ("indexer_types", "mlp_layer_types")})  # fmt: skip
+    assert base.index_topk_pattern is None  # schedule derived from freq 4 / offset 3
+    wider = dataclasses.replace(base, num_hidden_layers=12, first_k_dense_replace=2)
+    want = GlmMoeDsaConfig(num_hidden_layers=12, index_topk_freq=4, index_skip_topk_offset=3,
+                           first_k_dense_replace=2)  # fmt: skip
+    assert list(wider.indexer_types) == want.indexer_types
+    assert list(wider.mlp_layer_types) == want.mlp_layer_types
+    assert dataclasses.replace(base, index_topk_freq=2).indexer_types != base.indexer_types
+    # a declared schedule stays declared, and must fit the layer count
+    declared = dataclasses.replace(base, index_topk_pattern="FSFS" * 2)
+    assert declared.indexer_pattern == "FSFSFSFS"
+    with pytest.raises(ConfigError, match="index_topk_pattern: has 8 entries"):
+        dataclasses.replace(declared, num_hidden_layers=4)
+    with pytest.raises(ConfigError, match="num_key_value_heads"):
+        dataclasses.replace(base, num_key_value_heads=3)
+    with pytest.raises(ConfigError, match="hidden_size"):
+        dataclasses.replace(base, hidden_size="256")
+    # the method form drops a declared schedule when the layer count changes
+    assert Glm52Config.toy(8).replace(num_hidden_layers=12).indexer_types == wider.indexer_types
+
+
+def test_indexer_pattern_is_the_f_s_string_transformers_reads() -> None:
+    cfg = Glm52Config.glm52()
+    assert cfg.indexer_pattern == "".join("F" if i in GLM52_FULL_LAYERS else "S" for i in range(78))
+    hf = GlmMoeDsaConfig(num_hidden_layers=78, index_topk_pattern=cfg.indexer_pattern)
+    assert tuple(hf.indexer_types) == cfg.indexer_types
+
+
+def test_declared_mlp_layer_types_must_match_what_engines_build() -> None:
+    d = toy_config_dict(8) | {"mlp_layer_types": ["dense", "dense"] + ["sparse"] * 6}
+    with pytest.raises(ConfigError, match="first_k_dense_replace=1"):
+        Glm52Config.from_dict(d)
+
+
+def test_config_parse_is_a_leaf() -> None:
+    import ast
+    import inspect
+
+    from glm52_plugin import _config_parse
+
+    tree = ast.parse(inspect.getsource(_config_parse))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and m.startswith("glm52_plugin")}
