@@ -1,0 +1,114 @@
+"""W4A4 emulation in the reference model: NVFP4 linears see NVFP4-quantized inputs.
+
+The reference computes W4A16 by default (NVFP4 weights, bf16/fp32 activations: what Marlin runs
+on Hopper). ``activations="nvfp4"`` adds a forward pre-hook to every linear that has an
+``input_scale`` in the checkpoint, rounding its input as Blackwell's FP4 GEMMs do
+(``glm52_plugin.nvfp4.activation``). Module names equal checkpoint names, so the hook of
+``model.layers.3.mlp.experts.5.up_proj`` uses ``model.layers.3.mlp.experts.5.up_proj.input_scale``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import torch
+from safetensors import safe_open
+from torch import Tensor, nn
+
+from glm52_plugin.checkpoint.safetensors_header import shard_map
+from glm52_plugin.nvfp4.activation import fake_quantize
+
+log = logging.getLogger(__name__)
+
+Activations = Literal["bf16", "nvfp4"]
+SUFFIX = ".input_scale"
+# Linears that engines run as one GEMM on one input (vLLM's gate_up_proj and fused_qkv_a_proj):
+# that input is quantized once, with the largest input_scale of the parts (vLLM modelopt.py
+# ``input_scale.max()``).
+_FUSED = (("gate_proj", "up_proj"), ("q_a_proj", "kv_a_proj_with_mqa"))
+
+
+def check_activations(activations: str) -> Activations:
+    if activations not in get_args(Activations):
+        raise ValueError(f"activations must be one of {get_args(Activations)}, got {activations!r}")
+    return activations  # type: ignore[return-value]
+
+
+def read_input_scales(path: str | Path) -> dict[str, Tensor]:
+    """Checkpoint directory -> {module name: fp32 scalar ``input_scale``} (empty if none)."""
+    directory = Path(path)
+    files: dict[Path, list[str]] = {}
+    for name, file in shard_map(directory).items():
+        if name.endswith(SUFFIX):
+            files.setdefault(file, []).append(name)
+    scales: dict[str, Tensor] = {}
+    for file, names in sorted(files.items()):
+        with safe_open(file, framework="pt") as f:
+            for name in names:
+                t = f.get_tensor(name)
+                if t.numel() != 1 or not t.is_floating_point():
+                    raise ValueError(
+                        f"{file}: {name} must be a floating-point scalar, "
+                        f"got {t.dtype} {tuple(t.shape)}"
+                    )
+                value = t.float().reshape(())
+                if not torch.isfinite(value) or value <= 0:
+                    raise ValueError(f"{file}: {name} = {value.item()} is not a positive number")
+                scales[name[: -len(SUFFIX)]] = value
+    return scales
+
+
+def _fused_scales(input_scales: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Each module's scale, replaced by the max over the parts of its fused group."""
+    out = {name: s.float().reshape(()) for name, s in input_scales.items()}
+    for name in list(out):
+        parent, _, leaf = name.rpartition(".")
+        for group in _FUSED:
+            if leaf in group:
+                parts = [f"{parent}.{p}" if parent else p for p in group]
+                out[name] = torch.stack([out[p] for p in parts if p in out]).amax()
+    return out
+
+
+def install_activation_quant(
+    module: nn.Module, input_scales: Mapping[str, Tensor], prefix: str = ""
+) -> int:
+    """Hook every submodule whose ``prefix + name`` has an input_scale to fake-quantize its input
+    to NVFP4; returns how many were hooked. Scales of fused parts (gate/up, q_a/kv_a) are
+    replaced by the largest of the group, as engines quantize the fused GEMM's input once."""
+    scales = _fused_scales(input_scales)
+    hooked = 0
+    for name, sub in module.named_modules():
+        full = prefix + name
+        if full not in scales:
+            continue
+        scale = scales[full]
+
+        def hook(_m: nn.Module, args: tuple[Any, ...], scale: Tensor = scale) -> tuple[Any, ...]:
+            return (fake_quantize(args[0], scale.to(args[0].device)), *args[1:])
+
+        sub.register_forward_pre_hook(hook)
+        hooked += 1
+    return hooked
+
+
+def install_from_checkpoint(model: nn.Module, path: str | Path) -> int:
+    """``activations="nvfp4"`` for a model loaded from ``path``: a clear error if the checkpoint
+    has no input scales (a BF16 checkpoint, or NVFP4 without static activation scales)."""
+    scales = read_input_scales(path)
+    if not scales:
+        raise ValueError(
+            f"{path}: activations='nvfp4' needs the checkpoint's NVFP4 input scales "
+            f"(tensors named *{SUFFIX}), and this checkpoint has none"
+        )
+    hooked = install_activation_quant(model, scales)
+    missing = sorted(set(scales) - {n for n, _ in model.named_modules()})
+    if missing:
+        raise ValueError(
+            f"{path}: {len(missing)} input scales name no module of the model, e.g. {missing[0]}"
+        )
+    log.info("NVFP4 activations: %d linears quantize their input (W4A4)", hooked)
+    return hooked
