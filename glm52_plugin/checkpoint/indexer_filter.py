@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import TypeVar
 
-from glm52_plugin.checkpoint.names import layer_of
+from glm52_plugin.checkpoint.names import indexer_layer
 from glm52_plugin.config import Glm52Config
 
 T = TypeVar("T")
@@ -23,21 +23,6 @@ T = TypeVar("T")
 # Modules of one DSA indexer, as HF names them (transformers glm_moe_dsa GlmMoeDsaIndexer). Each
 # must contribute at least one tensor (NVFP4 checkpoints add *_scale tensors, bf16 ones do not).
 INDEXER_MODULES: tuple[str, ...] = ("wq_b", "wk", "k_norm", "weights_proj")
-_INDEXER = "self_attn.indexer."
-_LAYERS = "model.layers."
-
-
-def indexer_layer(name: str) -> tuple[int, str] | None:
-    """(layer, module) of an indexer tensor name: ``...layers.3.self_attn.indexer.wk.weight`` ->
-    (3, 'wk'); None for any other name."""
-    layer = layer_of(name)
-    if layer is None:
-        return None
-    # layer_of matched "model.layers.<digits>.", so the next dot ends the layer number
-    rest = name[name.index(".", len(_LAYERS)) + 1 :]
-    if not rest.startswith(_INDEXER):
-        return None
-    return layer, rest[len(_INDEXER) :].split(".", 1)[0]
 
 
 def shared_layers(indexer_types: Sequence[str]) -> frozenset[int]:
@@ -49,7 +34,8 @@ def full_layers(indexer_types: Sequence[str]) -> tuple[int, ...]:
 
 
 def is_dropped(name: str, shared: frozenset[int]) -> bool:
-    """True for an indexer tensor of a layer that builds no indexer (an IndexShare "shared" layer)."""
+    """True for an indexer tensor of a layer in ``shared``; with the config's own shared layers
+    this is ``names.is_shared_indexer``, the rule every loader applies."""
     hit = indexer_layer(name)
     return hit is not None and hit[0] in shared
 

@@ -13,8 +13,16 @@ from dataclasses import dataclass
 from glm52_plugin.config import Glm52Config
 
 NVFP4_SUFFIXES = ("weight_scale_2", "weight_scale", "input_scale")
+# The parts without which an NVFP4 linear cannot be decoded (input_scale only matters to W4A4).
+NVFP4_REQUIRED = ("weight", "weight_scale", "weight_scale_2")
 # FP8 KV-cache scales ModelOpt may attach to attention; meaningful to engines only.
 KV_SCALE_SUFFIXES = ("k_scale", "v_scale", "kv_scale")
+# Stored fp32 in GLM-5.x checkpoints (everything else BF16 or NVFP4).
+FP32_STORED = ("e_score_correction_bias",)
+# Kept in fp32 whatever the compute dtype: transformers 5.x glm_moe_dsa
+# ``_keep_in_fp32_modules_strict`` + ``_keep_in_fp32_modules``. The router weight is stored bf16
+# and widened exactly; it is fp32 so that every router input is (vLLM routes glm_moe_dsa in fp32).
+FP32_TENSORS = (*FP32_STORED, "mlp.gate.weight", "indexer.weights_proj.weight")
 # Fused (engine) module -> its checkpoint shards; shards must share one precision.
 FUSED_SHARDS = {
     "fused_qkv_a_proj": ("q_a_proj", "kv_a_proj_with_mqa"),
@@ -22,6 +30,7 @@ FUSED_SHARDS = {
     "wk_weights_proj": ("wk", "weights_proj"),
 }
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.")
+_INDEXER = re.compile(r"^model\.layers\.(\d+)\.self_attn\.indexer\.([^.]+)\.")
 _ROUTED_EXPERT = re.compile(r"^model\.layers\.(\d+)\.mlp\.experts\.\d+\.(?:gate|up|down)_proj$")
 
 
@@ -48,12 +57,41 @@ def routed_expert_layer(module: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def split_nvfp4(name: str) -> tuple[str, str] | None:
-    """``X.weight_scale`` -> (``X``, ``weight_scale``) for NVFP4 side tensors, else None."""
-    for part in NVFP4_SUFFIXES + KV_SCALE_SUFFIXES:
+def keeps_fp32(name: str) -> bool:
+    """Whether the model keeps tensor ``name`` in fp32 whatever its compute dtype."""
+    return name.endswith(FP32_TENSORS)
+
+
+def nvfp4_part(name: str, uint8: bool) -> tuple[str, str] | None:
+    """(module, part) of one tensor of a ModelOpt NVFP4 linear, else None: ``X.weight`` holding
+    packed codes (``uint8``: its stored dtype is uint8) -> (``X``, ``weight``); ``X.weight_scale``,
+    ``X.weight_scale_2``, ``X.input_scale`` -> (``X``, suffix). The one rule every reader of NVFP4
+    tensors (checkpoint reader, header validation, the vLLM weight stream) groups parts by."""
+    for part in NVFP4_SUFFIXES:
         if name.endswith("." + part):
             return name[: -len(part) - 1], part
+    if uint8 and name.endswith(".weight"):
+        return name[: -len(".weight")], "weight"
     return None
+
+
+def is_kv_scale(name: str) -> bool:
+    return name.endswith(tuple("." + s for s in KV_SCALE_SUFFIXES))
+
+
+def indexer_layer(name: str) -> tuple[int, str] | None:
+    """(layer, module) of an indexer tensor name: ``...layers.3.self_attn.indexer.wk.weight`` ->
+    (3, 'wk'); None for any other name."""
+    m = _INDEXER.match(name)
+    return (int(m.group(1)), m.group(2)) if m else None
+
+
+def is_shared_indexer(name: str, cfg: Glm52Config) -> bool:
+    """Whether ``name`` is an indexer tensor of a decoder layer that builds no indexer (an
+    IndexShare "shared" layer): checkpoints exported without IndexShare pruning carry them, and
+    every loader ignores them. The MTP layer always builds an indexer."""
+    hit = indexer_layer(name)
+    return hit is not None and hit[0] < cfg.num_hidden_layers and not cfg.has_indexer(hit[0])
 
 
 def _group(layer: int, cfg: Glm52Config, rest: str) -> str:
@@ -121,7 +159,7 @@ def _layer(cfg: Glm52Config, i: int) -> dict[str, tuple[tuple[int, ...], bool]]:
 
 
 def _dtypes(name: str) -> tuple[str, ...]:
-    if name.endswith("e_score_correction_bias"):
+    if name.endswith(FP32_STORED):
         return ("F32",)
     if ".indexer.weights_proj." in name or ".indexer.k_norm." in name:
         return ("BF16", "F32")  # stored dtype UNCONFIRMED (spec 9); GLM-5.1 derivatives: bf16/fp32

@@ -5,16 +5,19 @@ Works on headers only (``safetensors_header``), so it is as cheap for 459 GB as 
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from glm52_plugin.checkpoint.names import (
-    KV_SCALE_SUFFIXES,
     TensorSpec,
     expected_tensors,
+    is_kv_scale,
+    is_shared_indexer,
     layer_of,
-    split_nvfp4,
+    nvfp4_part,
 )
 from glm52_plugin.checkpoint.quant import QuantConfig, QuantConfigError
 from glm52_plugin.checkpoint.safetensors_header import TensorInfo
@@ -73,7 +76,10 @@ def _check_plain(r: Report, name: str, spec: TensorSpec, info: TensorInfo) -> No
                 "error", info, name, f"shape {list(info.shape)}, expected {list(spec.shape)}"
             )
         )
-    if info.dtype not in spec.dtypes:
+    # F32 where BF16 is expected is a lossless widening every loader casts back, and what
+    # transformers writes for the modules it keeps in fp32 (5.25: mlp.gate.weight): accepted.
+    widened = info.dtype == "F32" and "BF16" in spec.dtypes
+    if info.dtype not in spec.dtypes and not widened:
         # float-to-float differences still load (the loader casts); anything else cannot
         level: Level = "warning" if info.dtype in ("F32", "F16", "BF16") else "error"
         r.issues.append(
@@ -129,6 +135,28 @@ def _check_nvfp4(
         r.add(spec.group, "NVFP4", params, info.nbytes)
 
 
+def resolve_mtp(cfg: Glm52Config, names: Iterable[str]) -> Glm52Config:
+    """``cfg`` without its MTP layer when the checkpoint holds no tensor of it.
+
+    transformers has no MTP module, so ``save_pretrained`` (and so most fine-tunes) writes none
+    of the ``model.layers.<N>.*`` tensors, whatever the config says; such a checkpoint is a
+    complete main model. A layer whose tensors are only partly there stays declared, so
+    :func:`validate` names the missing ones.
+    """
+    layer = cfg.mtp_layer_index
+    if layer is None or any(layer_of(n) == layer for n in names):
+        return cfg
+    return dataclasses.replace(cfg, num_nextn_predict_layers=0, mtp_layer_absent=True)
+
+
+def mtp_absent_message(cfg: Glm52Config) -> str:
+    """The one line saying a checkpoint has no MTP layer (``cfg`` from :func:`resolve_mtp`)."""
+    return (
+        f"no MTP layer {cfg.num_hidden_layers} in the checkpoint: MTP speculative decoding "
+        "unavailable"
+    )
+
+
 def _layer_count_issue(cfg: Glm52Config, unexpected: list[str]) -> Issue | None:
     last = cfg.num_hidden_layers + (0 if cfg.mtp_layer_index is None else 1) - 1
     beyond = sorted({lay for n in unexpected if (lay := layer_of(n)) is not None and lay > last})
@@ -140,19 +168,21 @@ def _layer_count_issue(cfg: Glm52Config, unexpected: list[str]) -> Issue | None:
 
 
 def validate(cfg: Glm52Config, tensors: dict[str, TensorInfo], quant: QuantConfig | None) -> Report:
-    """Compare checkpoint headers with the layout ``cfg`` and ``quant`` imply."""
+    """Compare checkpoint headers with the layout ``cfg`` and ``quant`` imply (``cfg`` as
+    :func:`resolve_mtp` settles it: a wholly absent MTP layer is one warning)."""
     r = Report()
+    cfg = resolve_mtp(cfg, tensors)
+    if cfg.mtp_layer_absent:
+        r.issues.append(Issue("warning", "config.json", mtp_absent_message(cfg)))
     expected = expected_tensors(cfg)
     side: dict[str, dict[str, TensorInfo]] = defaultdict(dict)
     plain: dict[str, TensorInfo] = {}
     for name, info in tensors.items():
-        split = split_nvfp4(name)
-        if split is not None and split[1] in KV_SCALE_SUFFIXES:
+        split = nvfp4_part(name, info.dtype == "U8")
+        if is_kv_scale(name):
             r.ignored.append(name)  # FP8 KV-cache scales: engine-only
         elif split is not None:
             side[split[0]][split[1]] = info
-        elif info.dtype == "U8" and name.endswith(".weight"):
-            side[name[: -len(".weight")]]["weight"] = info
         else:
             plain[name] = info
     quant_error: set[str] = set()
@@ -191,9 +221,8 @@ def validate(cfg: Glm52Config, tensors: dict[str, TensorInfo], quant: QuantConfi
         plain.update({p.name: p for p in parts.values()})
     unexpected = []
     for name, info in sorted(plain.items()):
-        lay = layer_of(name)
-        in_range = lay is not None and lay < cfg.num_hidden_layers
-        if ".self_attn.indexer." in name and in_range and not cfg.has_indexer(lay):
+        if is_shared_indexer(name, cfg):
+            lay = layer_of(name)
             r.issues.append(
                 _tensor_issue(
                     "warning",

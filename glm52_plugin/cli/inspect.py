@@ -15,13 +15,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def summarize(directory: Path) -> dict[str, Any]:
     from glm52_plugin.checkpoint import Checkpoint
-    from glm52_plugin.checkpoint.names import layer_of
+    from glm52_plugin.checkpoint.names import indexer_layer
 
     ckpt = Checkpoint.open(directory)
     report = ckpt.report()
     cfg = ckpt.config
-    indexer_layers = sorted({lay for n in ckpt.tensors
-                             if ".self_attn.indexer." in n and (lay := layer_of(n)) is not None})  # fmt: skip
+    indexer_layers = sorted({hit[0] for n in ckpt.tensors if (hit := indexer_layer(n))})
     expected = [*cfg.full_layers] + (
         [cfg.mtp_layer_index] if cfg.mtp_layer_index is not None else []
     )

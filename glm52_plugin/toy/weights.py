@@ -10,10 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from glm52_plugin.checkpoint.names import FP32_STORED
 from glm52_plugin.config import Glm52Config
-
-# Stored fp32 in GLM-5.x checkpoints; everything else bf16.
-FP32_TENSORS = ("e_score_correction_bias",)
 
 
 def checkpoint_shapes(cfg: Glm52Config) -> dict[str, tuple[int, ...]]:
@@ -26,7 +24,8 @@ def checkpoint_shapes(cfg: Glm52Config) -> dict[str, tuple[int, ...]]:
 
 
 def stored_dtype(name: str) -> torch.dtype:
-    return torch.float32 if name.endswith(FP32_TENSORS) else torch.bfloat16
+    """fp32 for the tensors GLM-5.x checkpoints store in fp32, else bf16."""
+    return torch.float32 if name.endswith(FP32_STORED) else torch.bfloat16
 
 
 def toy_state_dict(cfg: Glm52Config, seed: int = 0) -> dict[str, Tensor]:

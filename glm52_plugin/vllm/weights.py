@@ -12,15 +12,17 @@ from typing import Any
 
 import torch
 
-from glm52_plugin.checkpoint.indexer_filter import IndexerFilter, indexer_layer
+from glm52_plugin.checkpoint.indexer_filter import IndexerFilter
 from glm52_plugin.checkpoint.indexer_filter import (
     require_indexers_loaded as require_indexers_loaded,  # re-exported for model.py, mtp.py
 )
+from glm52_plugin.checkpoint.names import indexer_layer
+from glm52_plugin.checkpoint.reader import group_nvfp4
 from glm52_plugin.config import Glm52Config
+from glm52_plugin.nvfp4 import PackedWeight
 
 log = logging.getLogger(__name__)
 
-_NVFP4_PARTS = ("weight", "weight_scale", "weight_scale_2", "input_scale")
 _DSA_KEYS = re.compile(r"^(index_|indexer_)")
 
 
@@ -67,32 +69,25 @@ def route_checkpoint_weights(
     - indexer tensors of decoder layers go to ``load_own`` (our indexer modules); those of shared
       IndexShare layers are dropped with one warning per layer (old full-indexer checkpoints);
     - ModelOpt NVFP4 linears (uint8 weight + weight_scale + weight_scale_2 [+ input_scale]) are
-      dequantised to ``dtype`` (the model's: a bf16 detour would round the fp32 global scale
-      away) as soon as their parts are complete, so memory holds one linear at a time.
+      grouped and checked by the checkpoint reader's ``group_nvfp4`` and dequantised to ``dtype``
+      (the model's: a bf16 detour would round the fp32 global scale away) as soon as their parts
+      are complete, so memory holds one linear at a time.
     """
-    pending: dict[str, dict[str, torch.Tensor]] = {}
-    for name, tensor in drop_shared_indexer(weights, cfg):
-        hit = indexer_layer(name)
-        if hit is not None and hit[0] < cfg.num_hidden_layers:
-            if name not in param_names:
-                raise KeyError(f"{name}: no such indexer parameter in the model")
-            load_own(name, tensor)
-            continue
-        prefix, part = _nvfp4_part(name, tensor)
-        if prefix is None:
+
+    def own_indexer(
+        pairs: Iterable[tuple[str, torch.Tensor]],
+    ) -> Iterator[tuple[str, torch.Tensor]]:
+        for name, tensor in pairs:
+            hit = indexer_layer(name)
+            if hit is not None and hit[0] < cfg.num_hidden_layers:
+                if name not in param_names:
+                    raise KeyError(f"{name}: no such indexer parameter in the model")
+                load_own(name, tensor)
+                continue
             yield name, tensor
-            continue
-        group = pending.setdefault(prefix, {})
-        group[part] = tensor
-        if all(p in group for p in _NVFP4_PARTS[:3]):
-            yield f"{prefix}.weight", _dequantize(prefix, pending.pop(prefix), dtype)
-    incomplete = {p: sorted(g) for p, g in pending.items() if set(g) - {"input_scale"}}
-    if incomplete:
-        prefix, parts = next(iter(incomplete.items()))
-        missing = [p for p in _NVFP4_PARTS[:3] if p not in parts]
-        raise KeyError(
-            f"{prefix}: NVFP4 linear lacks {missing} ({len(incomplete)} linears incomplete)"
-        )
+
+    for name, item in group_nvfp4(own_indexer(drop_shared_indexer(weights, cfg))):
+        yield name, item.dequantize(dtype) if isinstance(item, PackedWeight) else item
 
 
 def copy_checked(name: str, param: torch.Tensor, tensor: torch.Tensor) -> None:
@@ -102,24 +97,6 @@ def copy_checked(name: str, param: torch.Tensor, tensor: torch.Tensor) -> None:
             f"{name}: checkpoint shape {tuple(tensor.shape)}, model {tuple(param.shape)}"
         )
     param.data.copy_(tensor)
-
-
-def _nvfp4_part(name: str, tensor: torch.Tensor) -> tuple[str | None, str]:
-    for part in ("weight_scale_2", "weight_scale", "input_scale"):
-        if name.endswith("." + part):
-            return name[: -len(part) - 1], part
-    if name.endswith(".weight") and tensor.dtype == torch.uint8:
-        return name[: -len(".weight")], "weight"
-    return None, ""
-
-
-def _dequantize(prefix: str, parts: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-    from glm52_plugin.nvfp4 import dequantize
-
-    try:
-        return dequantize(parts["weight"], parts["weight_scale"], parts["weight_scale_2"], dtype)
-    except (ValueError, RuntimeError) as e:
-        raise ValueError(f"{prefix}: cannot dequantize NVFP4 tensors: {e}") from e
 
 
 def mtp_head_exclusion_aliases(

@@ -20,7 +20,7 @@ def test_shared_layer_indexer_tensors_are_ignored_with_a_warning(
     assert not toy_models[2].config.has_indexer(1)  # the 2-layer toy: layer 1 shares layer 0's
 
     edit_tensors(path, copy_indexer_to_shared_layer)
-    with caplog.at_level(logging.WARNING, logger="glm52_plugin.reference.loading"):
+    with caplog.at_level(logging.WARNING, logger="glm52_plugin.checkpoint.reader"):
         model = Glm52ForCausalLM.from_pretrained(path, dtype=torch.float32, progress=False)
     warned = [r.message for r in caplog.records if "shared IndexShare layer" in r.message]
     assert warned, "no warning about the ignored tensors"

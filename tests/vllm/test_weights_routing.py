@@ -7,6 +7,7 @@ import logging
 import pytest
 import torch
 
+from glm52_plugin.checkpoint import CheckpointError
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.vllm.weights import dense_twin_dict, route_checkpoint_weights
 
@@ -62,7 +63,9 @@ def test_incomplete_nvfp4_linear_is_an_error() -> None:
     prefix = "model.layers.1.mlp.experts.0.down_proj"
     weights = [(f"{prefix}.weight", torch.zeros(4, 8, dtype=torch.uint8)),
                (f"{prefix}.weight_scale", torch.ones(4, 1).to(torch.float8_e4m3fn))]  # fmt: skip
-    with pytest.raises(KeyError, match=r"down_proj: NVFP4 linear lacks \['weight_scale_2'\]"):
+    with pytest.raises(
+        CheckpointError, match=r"down_proj.weight: NVFP4 linear lacks \['weight_scale_2'\]"
+    ):
         _route(weights, Glm52Config.toy(2))
 
 
