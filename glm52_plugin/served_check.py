@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 Engine = Literal["vllm", "sglang"]
 Activations = Literal["bf16", "nvfp4"]
+GB = 1e9  # decimal gigabytes, as stream_logits' max_memory_gb
 
 
 # ---- the verdict ---------------------------------------------------------------------------------
@@ -259,19 +260,20 @@ class Reference:
     max_memory_gb: float | None = None
     device: str = "cpu"
     progress: bool = True
-    mode: Literal["memory", "stream"] = field(init=False)
+    mode: Literal["auto", "memory", "stream"] = "auto"
     needed_gb: float = field(init=False)
     _model: object = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
-        self.needed_gb = fp32_reference_bytes(self.path) / 2**30
-        budget = (
-            self.max_memory_gb
-            if self.max_memory_gb is not None
-            else 0.8 * available_memory_bytes() / 2**30
-        )
-        # activations, logits and the interpreter need room next to the weights
-        self.mode = "memory" if 1.25 * self.needed_gb <= budget else "stream"
+        self.needed_gb = fp32_reference_bytes(self.path) / GB
+        if self.mode == "auto":
+            budget = (
+                self.max_memory_gb
+                if self.max_memory_gb is not None
+                else 0.8 * available_memory_bytes() / GB
+            )
+            # activations, logits and the interpreter need room next to the weights
+            self.mode = "memory" if 1.25 * self.needed_gb <= budget else "stream"
 
     def _load(self):
         if self._model is None:
@@ -306,7 +308,7 @@ class Reference:
                     ids = torch.tensor([list(seq)], device=self.device)
                     out.append(model(ids)[0, start:].float().cpu())
             return out
-        from glm52_plugin.reference import stream_logits
+        from glm52_plugin.reference.stream import stream_logits
 
         width = max(len(s) for s in sequences)
         batch = torch.zeros(len(sequences), width, dtype=torch.long)
@@ -314,5 +316,5 @@ class Reference:
             batch[i, : len(s)] = torch.tensor(list(s))
         logits = stream_logits(self.path, batch, dtype=torch.float32,
                                max_memory_gb=self.max_memory_gb, device=self.device,
-                               activations=self.activations)  # fmt: skip
+                               activations=self.activations, progress=self.progress)  # fmt: skip
         return [logits[i, start : len(s)].float().cpu() for i, s in enumerate(sequences)]

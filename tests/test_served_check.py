@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from glm52_plugin.reference.generate import generate
-from glm52_plugin.served_check import check_tokens
+from glm52_plugin.served_check import (
+    Reference,
+    build_prompts,
+    check_tokens,
+    fp32_reference_bytes,
+)
 from tests.conftest import prompt_ids
 
 
@@ -37,3 +42,53 @@ def test_out_of_vocabulary_ids_are_refused(toy_model) -> None:
         check_tokens(toy_model, [1, 2, 3], [10**6])
     with pytest.raises(ValueError, match="non-empty prompt"):
         check_tokens(toy_model, [], [1])
+
+
+def test_prompts_are_deterministic_plain_text_of_the_exact_length(toy_checkpoints) -> None:
+    from tokenizers import Tokenizer
+
+    from glm52_plugin.presets import TOY_BASE_VOCAB
+
+    tokenizer_file = toy_checkpoints[2] / "tokenizer.json"
+    prompts = build_prompts(tokenizer_file, 3, 100)
+    assert [len(p) for p in prompts] == [100, 100, 100]
+    assert len({tuple(p) for p in prompts}) == 3
+    assert build_prompts(tokenizer_file, 3, 100) == prompts
+    # ordinary text tokens only: the toy's special tokens start at TOY_BASE_VOCAB
+    assert max(max(p) for p in prompts) < TOY_BASE_VOCAB
+    text = Tokenizer.from_file(str(tokenizer_file)).decode(prompts[0])
+    assert text.startswith("[0] ")
+    assert "(note " in text
+
+
+def test_fp32_estimate_counts_the_loaded_models_parameters(toy_nvfp4_checkpoints) -> None:
+    from glm52_plugin.reference import Glm52ForCausalLM
+
+    path = toy_nvfp4_checkpoints[2]
+    model = Glm52ForCausalLM.from_pretrained(path, dtype=torch.float32, progress=False)
+    loaded = sum(4 * t.numel() for t in model.state_dict().values())
+    assert fp32_reference_bytes(path) == loaded
+
+
+def test_streamed_and_in_memory_reference_agree_on_ragged_batches(toy_nvfp4_checkpoints) -> None:
+    pytest.importorskip(
+        "glm52_plugin.reference.stream", reason="stream_logits is not in this build"
+    )
+    path = toy_nvfp4_checkpoints[2]
+    prompt = prompt_ids(40)[0].tolist()
+    # different lengths: the streamed batch is right-padded, which must not change any row
+    sequences = [[*prompt, 5, 6, 7], [*prompt[:30], 9]]
+    memory = Reference(path, mode="memory", progress=False)
+    stream = Reference(path, mode="stream", progress=False)
+    assert memory.mode == "memory"
+    assert stream.mode == "stream"
+    for a, b in zip(memory.logits(sequences, 20), stream.logits(sequences, 20), strict=True):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_auto_mode_streams_when_the_model_does_not_fit(toy_checkpoints) -> None:
+    path = toy_checkpoints[2]
+    needed = fp32_reference_bytes(path) / 1e9
+    assert Reference(path, max_memory_gb=10 * needed).mode == "memory"
+    assert Reference(path, max_memory_gb=needed).mode == "stream"

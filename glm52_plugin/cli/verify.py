@@ -91,6 +91,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "layer by layer (default: 80%% of available memory)",
     )
     p.add_argument(
+        "--reference",
+        choices=("auto", "memory", "stream"),
+        default="auto",
+        help="how the reference runs: the whole model in memory, or streamed one layer at a time "
+        "(auto: in memory when it fits in --max-memory-gb)",
+    )
+    p.add_argument(
         "--tolerance",
         type=_positive_float,
         default=0.5,
@@ -141,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
                          f"more than max_position_embeddings ({cfg.max_position_embeddings})")  # fmt: skip
     try:
         reference = Reference(args.model, args.activations, args.max_memory_gb,
-                              progress=sys.stderr.isatty())  # fmt: skip
+                              progress=sys.stderr.isatty(), mode=args.reference)  # fmt: skip
     except (CheckpointError, OSError) as e:
         raise CommandError(str(e)) from None
     started = time.monotonic()
@@ -172,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
     # one sequence per prompt: prompt + all but the last served token
     try:
         rows = reference.logits([prompts[i] + served[i][:-1] for i in scored], length - 1)
-    except (NotImplementedError, ImportError) as e:
+    except (NotImplementedError, ImportError, ValueError) as e:
+        # e.g. W4A4 emulation missing, or one streamed layer larger than --max-memory-gb
         raise CommandError(f"reference ({reference.mode}): {e}") from None
     reference_seconds = time.monotonic() - started
     logits = dict(zip(scored, rows, strict=True))
@@ -194,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         json.dump({"model": str(args.model), "base_url": args.base_url, "engine": args.engine,
                    "served_model": name, "activations": args.activations,
-                   "reference": reference.mode, "reference_fp32_gb": round(reference.needed_gb, 3),
+                   "reference": reference.mode, "reference_in_memory_gb": round(reference.needed_gb, 3),
                    "tolerance": args.tolerance, "max_new_tokens": args.max_new_tokens,
                    "serve_seconds": round(serve_seconds, 2),
                    "reference_seconds": round(reference_seconds, 2),

@@ -213,3 +213,29 @@ def test_missing_checkpoint_or_tokenizer_exit_2(tmp_path, toy, capsys) -> None:
     (tmp_path / "config.json").write_text((toy[0] / "config.json").read_text())
     assert main(_verify(tmp_path, "http://127.0.0.1:9")) == 2
     assert "no tokenizer.json" in capsys.readouterr().err
+
+
+def test_streamed_reference_passes_an_honest_server(toy, capsys) -> None:
+    pytest.importorskip(
+        "glm52_plugin.reference.stream", reason="stream_logits is not in this build"
+    )
+    path, model = toy
+    with _serve("vllm", _greedy(model)) as (url, _):
+        code = main([*_verify(path, url, "--prompts", "2", "--reference", "stream", "--json")])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["reference"] == "stream"
+    assert [e["exact"] for e in report["prompts"]] == [NEW, NEW]
+
+
+def test_streamed_reference_that_does_not_fit_is_one_line_exit_1(toy, capsys) -> None:
+    pytest.importorskip(
+        "glm52_plugin.reference.stream", reason="stream_logits is not in this build"
+    )
+    path, model = toy
+    with _serve("vllm", _greedy(model)) as (url, _):
+        code = main([*_verify(path, url, "--prompts", "1", "--max-memory-gb", "0.001")])
+    assert code == 1
+    err = capsys.readouterr().err.strip()
+    assert "max_memory_gb" in err
+    assert len(err.splitlines()) == 1, err
