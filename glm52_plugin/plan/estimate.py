@@ -1,24 +1,23 @@
 """GLM-5.2 deployment arithmetic: parameters, weight bytes per GPU, KV bytes per token, FLOPs.
 
-Counts come from the checkpoint layout (``checkpoint.names``, spec architecture.md 9); caches and
-kernels from vLLM 0.33 (spec vllm.md 4.4, architecture.md 11). Decode FLOPs: one new token
-attending to ``context`` earlier ones, multiply-add = 2 FLOPs.
+Counts come from the checkpoint layout (``checkpoint.names``: the tensors of zai-org/GLM-5.2 and
+nvidia/GLM-5.2-NVFP4); KV layouts and the engines' defaults from ``plan.kv``. Decode FLOPs: one
+new token attending to ``context`` earlier ones, multiply-add = 2 FLOPs.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
 
-from glm52_plugin.checkpoint.names import expected_tensors
+from glm52_plugin.checkpoint.names import TensorSpec
+from glm52_plugin.checkpoint.names import expected_tensors as _expected_tensors
 from glm52_plugin.config import Glm52Config
+from glm52_plugin.plan.kv import INDEXER_K_BYTES, KV_BYTES
 
 Precision = Literal["nvfp4", "bf16"]
-# MLA latent cache bytes per token per layer: 576 values in bf16 (1152 B), plain fp8 (576 B), or
-# FlashMLA's fp8_ds_mla (512 fp8 latent + 4 fp32 tile scales + 64 bf16 rope = 656 B).
-KV_BYTES = {"bf16": 2 * 576, "fp8": 576, "fp8_ds_mla": 656}
-INDEXER_K_BYTES = 132  # vLLM: 128 fp8 + one fp32 scale per 128 values (spec vllm.md 4.4)
 NVFP4_BYTES_PER_PARAM = 0.5 + 1 / 16  # 4-bit code + one e4m3 scale per 16 values
 # vLLM shards these by TP (heads / vocab / intermediate); the rest (q_a, kv_a, indexer, router,
 # norms) is replicated on every rank.
@@ -26,14 +25,21 @@ _TP_SHARDED = (".q_b_proj.", ".kv_b_proj.", ".o_proj.", "embed_tokens", "lm_head
                "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "shared_experts", "eh_proj")  # fmt: skip
 
 
+@functools.lru_cache(maxsize=4)
+def expected_tensors(cfg: Glm52Config) -> dict[str, TensorSpec]:
+    # ~300k specs for GLM-5.2: a plan reads them five times, so build them once per config
+    return _expected_tensors(cfg)
+
+
 @dataclass(frozen=True, slots=True)
 class Params:
     main: int
     mtp: int
     routed_experts: int  # main + MTP
-    per_layer: dict[str, int]  # spec 9's per-layer figures
+    per_layer: dict[str, int]  # one layer's MLA, indexer, expert and dense-FFN parameters
 
 
+@functools.lru_cache(maxsize=4)
 def count_params(cfg: Glm52Config) -> Params:
     specs = {k: v for k, v in expected_tensors(cfg).items() if not v.optional}
     mtp_prefix = f"model.layers.{cfg.mtp_layer_index}."
@@ -58,6 +64,7 @@ def count_params(cfg: Glm52Config) -> Params:
     return Params(sum(n.values()) - mtp, mtp, routed, per_layer)
 
 
+@functools.lru_cache(maxsize=4)
 def active_params(cfg: Glm52Config) -> int:
     """Parameters one main-model token multiplies (embedding lookup excluded, lm_head included;
     the indexer counted on the layers that run it)."""
@@ -83,7 +90,7 @@ def weight_bytes_per_gpu(cfg: Glm52Config, precision: Precision, tp: int, ep: in
             continue
         n = math.prod(spec.shape)
         if ".mlp.experts." in name:
-            # ModelOpt keeps the MTP layer BF16 (spec 10.2)
+            # nvidia/GLM-5.2-NVFP4 keeps the MTP layer BF16 (its exclude list)
             mtp = name.startswith(f"model.layers.{cfg.mtp_layer_index}.")
             per = NVFP4_BYTES_PER_PARAM if precision == "nvfp4" and not mtp else 2.0
             total += n * per / (ep if ep > 1 else tp)
