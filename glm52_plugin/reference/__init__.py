@@ -2,5 +2,6 @@
 
 from glm52_plugin.reference.cache import ModelCache
 from glm52_plugin.reference.model import Glm52ForCausalLM
+from glm52_plugin.reference.stream import stream_logits
 
-__all__ = ["Glm52ForCausalLM", "ModelCache"]
+__all__ = ["Glm52ForCausalLM", "ModelCache", "stream_logits"]
