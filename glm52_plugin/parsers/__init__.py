@@ -1,17 +1,17 @@
 """Engine-free GLM-5.x output parsers (stdlib only): reasoning, tool calls, both streamed.
 
 `parse_output` / `GlmStreamParser` handle a whole assistant turn; `ReasoningParser` and
-`ToolCallParser` are the two halves that vLLM and SGLang call separately.
+`ToolCallParser` are the two halves that vLLM and SGLang call separately. Tool-call arguments
+stream as OpenAI-style JSON pieces while the model writes them (`ToolCallDelta`).
 """
 
-from glm52_plugin.parsers.arguments import build_tool_call, parse_call_body
 from glm52_plugin.parsers.reasoning import (
     ReasoningParser,
     content_start,
     reasoning_ended,
     thinking_enabled,
 )
-from glm52_plugin.parsers.schema import coerce_value, schema_types
+from glm52_plugin.parsers.schema import always_string, coerce_value, schema_types
 from glm52_plugin.parsers.stream import GlmStreamParser
 from glm52_plugin.parsers.tool_calls import ToolCallParser
 from glm52_plugin.parsers.types import (
@@ -22,7 +22,10 @@ from glm52_plugin.parsers.types import (
     ReasoningSplit,
     ReasoningText,
     ToolCall,
+    ToolCallArgs,
+    ToolCallDelta,
     ToolCallDone,
+    ToolCallStart,
     events_to_delta,
     new_tool_call_id,
 )
@@ -39,14 +42,16 @@ __all__ = [
     "ReasoningSplit",
     "ReasoningText",
     "ToolCall",
+    "ToolCallArgs",
+    "ToolCallDelta",
     "ToolCallDone",
     "ToolCallParser",
-    "build_tool_call",
+    "ToolCallStart",
+    "always_string",
     "coerce_value",
     "content_start",
     "events_to_delta",
     "new_tool_call_id",
-    "parse_call_body",
     "parse_output",
     "reasoning_ended",
     "schema_types",

@@ -91,6 +91,12 @@ def _try(value: str, kind: str) -> tuple[bool, Any]:
     return True, value  # string: verbatim, never stripped
 
 
+def always_string(schema: Any) -> bool:
+    """True when `coerce_value` returns every value of this schema unchanged (no type it could
+    coerce to), so the value's text can be streamed as a JSON string before it is complete."""
+    return not schema_types(schema).intersection(_PRIORITY[:-1])
+
+
 def coerce_value(value: str, schema: Any) -> Any:
     """Raw value -> typed value; a value no declared type accepts stays the raw string."""
     types = schema_types(schema)

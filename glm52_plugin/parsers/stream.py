@@ -4,11 +4,14 @@ States and the tags each one recognises (anything else is text of the current ch
 
     REASONING  `<think>` (dropped), `</think>` -> CONTENT, `<tool_call>` -> TOOL
     CONTENT    `<tool_call>` -> TOOL (only when tool calls are parsed)
-    TOOL       `</tool_call>` -> CONTENT, `<tool_call>` -> TOOL (the open call was malformed)
+    TOOL       the call's own tags (`arguments.CallBuilder`), `</tool_call>` -> CONTENT
 
-A tool call is emitted whole when `</tool_call>` arrives, so a call that turns out malformed,
-unterminated or undeclared has never been half-sent: its exact text becomes content instead.
-Each `feed` touches only the new text plus a held-back tail shorter than the longest tag.
+A tool call streams as it is generated: once its name is known and declared it is committed
+(ToolCallStart), its arguments follow as JSON pieces (ToolCallArgs) that are never retracted,
+and ToolCallDone carries the whole call. Text that turns out not to be a call (no name, prose,
+an undeclared tool) is content, character for character; so is the unsent rest of a call that
+breaks after it was committed. Each `feed` touches only the new text plus a held-back tail
+shorter than the longest tag.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from typing import Any
 
-from glm52_plugin.parsers.arguments import build_tool_call
+from glm52_plugin.parsers.arguments import CALL_CLOSE, CALL_OPEN, CallBuilder
+from glm52_plugin.parsers.schema import tool_names, tool_properties
 from glm52_plugin.parsers.types import (
     ContentText,
     Event,
@@ -28,7 +32,7 @@ from glm52_plugin.parsers.types import (
 )
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
+__all__ = ["CALL_CLOSE", "CALL_OPEN", "THINK_CLOSE", "THINK_OPEN", "GlmStreamParser", "State"]
 
 
 class State(Enum):
@@ -60,7 +64,9 @@ class GlmStreamParser:
         self.state = State.REASONING if thinking and parse_reasoning else State.CONTENT
         self.reasoning_ended = self.state is State.CONTENT
         self._pending = ""  # tail that may be the start of a tag
-        self._call: list[str] = []  # body of the open tool call
+        self._call: CallBuilder | None = None  # the open tool call
+        self._declared = frozenset(tool_names(tools)) if tools else None
+        self._props: dict[str, Any] = {}
         self._events: list[Event] = []
         # Whitespace-only content next to tool calls is dropped (vLLM and SGLang agree); hold it
         # until we know, so streaming ends with the same content as the one-shot parse.
@@ -83,7 +89,10 @@ class GlmStreamParser:
                 break
             tag = next((t for t in tags if buf.startswith(t, j)), None)
             if tag is not None:
-                self._emit(buf[i:j])
+                if i < j:  # the text may end the open call: look at the tag again after it
+                    self._emit(buf[i:j])
+                    i = j
+                    continue
                 self._on_tag(tag)
                 i = j + len(tag)
                 continue
@@ -99,10 +108,9 @@ class GlmStreamParser:
     def finish(self) -> list[Event]:
         pending, self._pending = self._pending, ""
         self._emit(pending)
-        if self.state is State.TOOL:  # unterminated call: its text is content
-            self.state = State.CONTENT
-            self._content(CALL_OPEN + "".join(self._call))
-            self._call = []
+        if self._call is not None:  # cut off (max_tokens): the call keeps what it has sent
+            self._call.end()
+            self._end_call()
         elif self.state is State.REASONING:
             self.state = State.CONTENT
             self.reasoning_ended = True
@@ -128,12 +136,13 @@ class GlmStreamParser:
     def _tags(self) -> tuple[str, ...]:
         if self.state is State.REASONING:
             return (THINK_CLOSE, THINK_OPEN, CALL_OPEN)
-        if self.state is State.TOOL:
-            return (CALL_CLOSE, CALL_OPEN)
+        if self._call is not None:
+            return self._call.tags()
         return (CALL_OPEN,) if self.parse_tools else ()
 
     def _take(self) -> list[Event]:
-        events, self._events = self._events, []
+        events = self._events.copy()  # the list itself is shared with the open CallBuilder
+        self._events.clear()
         return events
 
     def _emit(self, text: str) -> None:
@@ -141,8 +150,10 @@ class GlmStreamParser:
             return
         if self.state is State.REASONING:
             self._events.append(ReasoningText(text))
-        elif self.state is State.TOOL:
-            self._call.append(text)
+        elif self._call is not None:
+            self._call.text(text)
+            if self._call.done:
+                self._end_call()
         else:
             self._content(text)
 
@@ -165,22 +176,36 @@ class GlmStreamParser:
             if tag == CALL_OPEN:
                 # GLM-5 may call a tool straight from reasoning (vLLM 0.33, SGLang Glm45Detector)
                 if self.parse_tools:
-                    self.state = State.TOOL
+                    self._open_call()
                 else:
                     self._content(CALL_OPEN)
             return
-        if self.state is State.CONTENT:  # only CALL_OPEN is active here
-            self.state = State.TOOL
+        if self._call is None:  # CONTENT: only CALL_OPEN is active here
+            self._open_call()
             return
-        body = "".join(self._call)
-        self._call = []
-        if tag == CALL_OPEN:  # GLM never nests calls: the open one was malformed
-            self._content(CALL_OPEN + body)
-            return
+        self._call.tag(tag)
+        if self._call.done:
+            self._end_call()
+            if tag == CALL_OPEN:  # GLM never nests calls: the open one ended, a new one starts
+                self._open_call()
+
+    def _open_call(self) -> None:
+        self.state = State.TOOL
+        self._call = CallBuilder(
+            self.calls_emitted, self._events, self._declared, self._properties, self._make_id
+        )
+
+    def _end_call(self) -> None:
+        call = self._call
+        assert call is not None
+        self._call = None
         self.state = State.CONTENT
-        call = build_tool_call(body, self.tools, self._make_id)
-        if call is None:
-            self._content(CALL_OPEN + body + CALL_CLOSE)
-        else:
+        if call.name:
             self.calls_emitted += 1
-            self._events.append(ToolCallDone(call))
+        if call.leftover:
+            self._content(call.leftover)
+
+    def _properties(self, name: str) -> Any:
+        if name not in self._props:
+            self._props[name] = tool_properties(self.tools, name)
+        return self._props[name]

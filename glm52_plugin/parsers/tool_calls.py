@@ -1,4 +1,4 @@
-"""Tool-call-only view of `GlmStreamParser`: content in, content + tool calls out.
+"""Tool-call-only view of `GlmStreamParser`: content in, content + streamed tool calls out.
 
 vLLM's and SGLang's serving layers hand the tool parser text whose reasoning was already
 removed, so here `<think>` tags are plain text.

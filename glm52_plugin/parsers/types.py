@@ -19,7 +19,8 @@ class ToolCall:
     name: str
     arguments: str
     # (key, raw value text) exactly as the model wrote them, before schema coercion; lets
-    # callers and tests check that no character of a value was lost.
+    # callers and tests check that no character of a value was lost. A string value cut off
+    # by the end of the stream is here with the text it had.
     raw_arguments: tuple[tuple[str, str], ...] = ()
 
 
@@ -41,12 +42,25 @@ class ParseResult:
 
 
 @dataclass(slots=True)
+class ToolCallDelta:
+    """One call's part of a streamed delta, in OpenAI's streaming shape: `id` and `name` only on
+    the call's first delta, `arguments` the next piece of its JSON ("" when none)."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(slots=True)
 class Delta:
-    """What one streamed text delta adds: reasoning text, content text, finished tool calls."""
+    """What one streamed text delta adds: reasoning text, content text, tool-call pieces
+    (`tool_calls`, one entry per call touched) and the calls it completed (`done`)."""
 
     reasoning: str = ""
     content: str = ""
-    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
+    done: list[ToolCall] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.reasoning or self.content or self.tool_calls)
@@ -64,24 +78,56 @@ class ContentText:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallStart:
+    """A call's name is known (and declared): the call is committed and will not be retracted."""
+
+    index: int
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallArgs:
+    """The next piece of call `index`'s arguments JSON; the pieces concatenate to `arguments`."""
+
+    index: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallDone:
+    """Call `index` is complete (or was cut off); `call.arguments` is the whole JSON."""
+
+    index: int
     call: ToolCall
 
 
-Event = ReasoningText | ContentText | ToolCallDone
+Event = ReasoningText | ContentText | ToolCallStart | ToolCallArgs | ToolCallDone
 
 
 def events_to_delta(events: list[Event]) -> Delta:
+    """Merge ordered events into one Delta: text per channel, one ToolCallDelta per call."""
     delta = Delta()
     reasoning: list[str] = []
     content: list[str] = []
+    calls: dict[int, tuple[ToolCallDelta, list[str]]] = {}
     for ev in events:
-        if isinstance(ev, ReasoningText):
+        if isinstance(ev, ToolCallArgs):
+            entry = calls.get(ev.index)
+            if entry is None:
+                entry = calls[ev.index] = (ToolCallDelta(ev.index), [])
+            entry[1].append(ev.text)
+        elif isinstance(ev, ReasoningText):
             reasoning.append(ev.text)
         elif isinstance(ev, ContentText):
             content.append(ev.text)
+        elif isinstance(ev, ToolCallStart):
+            calls[ev.index] = (ToolCallDelta(ev.index, ev.id, ev.name), [])
         else:
-            delta.tool_calls.append(ev.call)
+            delta.done.append(ev.call)
+    for piece, args in calls.values():
+        piece.arguments = "".join(args)
+        delta.tool_calls.append(piece)
     delta.reasoning = "".join(reasoning)
     delta.content = "".join(content)
     return delta

@@ -5,15 +5,54 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from glm52_plugin.parsers import ContentText, Event, GlmStreamParser, ReasoningText, ToolCallDone
+from glm52_plugin.parsers import (
+    ContentText,
+    Event,
+    GlmStreamParser,
+    ReasoningText,
+    ToolCallArgs,
+    ToolCallDone,
+    ToolCallStart,
+)
 
 
 def stream(chunks: list[str], tools: Any = None, **kw: Any) -> list[Event]:
+    """Events of a streamed parse; checks the argument pieces after every chunk as it goes."""
     p = GlmStreamParser(tools, **kw)
     events: list[Event] = []
     for chunk in chunks:
         events += p.feed(chunk)
-    return events + p.finish()
+        check_pieces(events, final=False)
+    events += p.finish()
+    check_pieces(events, final=True)
+    return events
+
+
+def check_pieces(events: list[Event], final: bool) -> None:
+    """Every call: ToolCallStart first, then argument pieces, then (at the end) ToolCallDone
+    whose `arguments` is exactly the concatenated pieces, a JSON object; indices count up."""
+    started: dict[int, str] = {}
+    args: dict[int, list[str]] = {}
+    done: dict[int, str] = {}
+    for e in events:
+        if isinstance(e, ToolCallStart):
+            assert e.index == len(started)
+            assert e.index not in started
+            started[e.index] = e.name
+            args[e.index] = []
+        elif isinstance(e, ToolCallArgs):
+            assert e.index in started
+            assert e.index not in done
+            args[e.index].append(e.text)
+        elif isinstance(e, ToolCallDone):
+            assert e.index in started
+            assert e.index not in done
+            assert e.call.name == started[e.index]
+            assert e.call.arguments == "".join(args[e.index])
+            assert isinstance(json.loads(e.call.arguments), dict)
+            done[e.index] = e.call.arguments
+    if final:
+        assert done.keys() == started.keys()  # nothing left open after finish()
 
 
 def summary(events: list[Event]) -> tuple[str | None, str | None, list[tuple[str, Any]]]:
@@ -24,6 +63,11 @@ def summary(events: list[Event]) -> tuple[str | None, str | None, list[tuple[str
         (e.call.name, json.loads(e.call.arguments)) for e in events if isinstance(e, ToolCallDone)
     ]
     return reasoning or None, content or None, calls
+
+
+def arguments(events: list[Event]) -> list[str]:
+    """The final `arguments` strings, in order."""
+    return [e.call.arguments for e in events if isinstance(e, ToolCallDone)]
 
 
 def strict(value: Any) -> str:

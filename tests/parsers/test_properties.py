@@ -2,11 +2,19 @@
 
 1. Well-formed turns are built from a known structure (reasoning, content, calls with typed
    values rendered as the chat template does), so the expected result comes from the generator,
-   not from the parser.
-2. Arbitrary text mixing tags, tag fragments and unicode: the parser never raises, streaming
+   not from the parser: the streamed and the one-shot `arguments` are exactly
+   `json.dumps(generated arguments, ensure_ascii=False)`.
+2. The same turns cut off anywhere (max_tokens): streaming equals one-shot, the argument pieces
+   streamed before the cut are a prefix of the full turn's arguments, and the cut-off calls keep
+   their names and every value completed so far (a cut string value is a prefix of the full one).
+3. String values stream while they are generated: after any prefix of the turn, the arguments
+   sent hold the value's text up to the last 11 characters (a possibly cut-off tag).
+4. Arbitrary text mixing tags, tag fragments and unicode: the parser never raises, streaming
    equals the one-shot parse, and the ordered output is the input with only tags and
    whitespace removed.
-The example counts add up to 10,000 generated cases per run (2,000 + 5,000 + 3,000).
+Every streamed parse also checks (helpers.check_pieces) that each call starts once, its pieces
+concatenate to its final `arguments` (so every intermediate concatenation is a prefix of it), and
+that `arguments` is a JSON object. The example counts add up to 12,000 generated cases per run.
 """
 
 from __future__ import annotations
@@ -24,10 +32,12 @@ from glm52_plugin.parsers import (
     GlmStreamParser,
     ReasoningParser,
     ReasoningText,
+    ToolCallArgs,
     ToolCallDone,
     ToolCallParser,
+    ToolCallStart,
 )
-from tests.parsers.helpers import stream, strict, summary
+from tests.parsers.helpers import arguments, check_pieces, stream, strict, summary
 
 TAGS = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>",
         "<arg_value>", "</arg_value>")  # fmt: skip
@@ -125,7 +135,10 @@ def glm_turn(
     if calls and content.isspace():
         content = ""  # whitespace-only content beside tool calls is dropped (vLLM, SGLang)
     want_calls = [(name, strict({k: v for k, (_, v) in args.items()})) for name, args, _ in calls]
-    return text, thinking, tools, (reasoning or None, content or None, want_calls)
+    want_json = [
+        json.dumps({k: v for k, (_, v) in args.items()}, ensure_ascii=False) for _, args, _ in calls
+    ]
+    return text, thinking, tools, (reasoning or None, content or None, want_calls), want_json
 
 
 def _canon(result: tuple[str | None, str | None, list[tuple[str, Any]]]) -> tuple[Any, ...]:
@@ -138,14 +151,108 @@ def _canon(result: tuple[str | None, str | None, list[tuple[str, Any]]]) -> tupl
 def test_generated_turn_parses_to_its_structure_for_any_chunking(
     turn: Any, cuts: list[int]
 ) -> None:
-    text, thinking, tools, want = turn
+    text, thinking, tools, want, want_json = turn
     # make sure the generator did not produce extra tags by juxtaposition
     assert text.count("<tool_call>") == len(want[2])
-    got = summary(stream(split_at(text, cuts), tools, thinking=thinking))
-    assert _canon(got) == want
+    events = stream(split_at(text, cuts), tools, thinking=thinking)
+    assert _canon(summary(events)) == want
+    assert arguments(events) == want_json
     one_shot = GlmStreamParser.parse(text, tools, thinking=thinking)
     calls = [(c.name, json.loads(c.arguments)) for c in one_shot.tool_calls]
     assert _canon((one_shot.reasoning, one_shot.content, calls)) == want
+    assert [c.arguments for c in one_shot.tool_calls] == want_json
+
+
+def _sent(events: list[Event]) -> dict[int, str]:
+    sent: dict[int, str] = {}
+    for e in events:
+        if isinstance(e, ToolCallStart):
+            sent[e.index] = ""
+        elif isinstance(e, ToolCallArgs):
+            sent[e.index] += e.text
+    return sent
+
+
+def _cut_value(value: str, whole: str) -> bool:
+    """`value` is `whole` cut off, possibly ending in the start of a tag that the cut made text
+    (at the end of the stream a held-back `<`, `</arg_v`... can only be text)."""
+    return any(
+        whole.startswith(value[: len(value) - j])
+        and any(t.startswith(value[len(value) - j :]) for t in TAGS)
+        for j in range(min(len(value), 11) + 1)
+    )
+
+
+@settings(FAST, max_examples=1000)
+@given(turn=glm_turn(), cut=st.integers(0, 10**6), cuts=st.lists(st.integers(0, 10**6), max_size=6))
+def test_cut_off_turn_keeps_names_and_completed_arguments(
+    turn: Any, cut: int, cuts: list[int]
+) -> None:
+    text, thinking, tools, _, want_json = turn
+    prefix = text[: cut % (len(text) + 1)]
+    p = GlmStreamParser(tools, thinking=thinking)
+    before: list[Event] = []
+    for chunk in split_at(prefix, cuts):
+        before += p.feed(chunk)
+    for index, sent in _sent(before).items():  # nothing sent before the cut is ever changed
+        assert want_json[index].startswith(sent)
+    events = before + p.finish()
+    check_pieces(events, final=True)
+    one_shot = GlmStreamParser.parse(prefix, tools, thinking=thinking)
+    assert _canon(summary(events)) == _canon(
+        (
+            one_shot.reasoning,
+            one_shot.content,
+            [(c.name, json.loads(c.arguments)) for c in one_shot.tool_calls],
+        )
+    )
+    full = [json.loads(a) for a in want_json]
+    got = [e.call for e in events if isinstance(e, ToolCallDone)]
+    assert len(got) <= len(full)
+    names = [name for name, _ in turn[3][2]]
+    for i, call in enumerate(got):
+        assert call.name == names[i]
+        for key, value in json.loads(call.arguments).items():
+            whole = full[i][key]
+            if strict(value) != strict(whole):  # only the value the cut went through
+                assert isinstance(value, str)
+                assert isinstance(whole, str)
+                assert _cut_value(value, whole)
+
+
+@settings(FAST, max_examples=1000)
+@given(
+    values=st.lists(free_text.filter(no_tags), min_size=1, max_size=3),
+    cut=st.integers(0, 10**6),
+    cuts=st.lists(st.integers(0, 10**6), max_size=6),
+)
+def test_string_values_stream_while_generated(values: list[str], cut: int, cuts: list[int]) -> None:
+    keys = [f"k{i}" for i in range(len(values))]
+    props = {k: {"type": "string"} for k in keys}
+    tools = [{"type": "function", "function": {"name": "w", "parameters": {"properties": props}}}]
+    head = "<tool_call>w"
+    starts = []  # where each value starts in the text
+    text = head
+    for k, v in zip(keys, values, strict=True):
+        text += f"<arg_key>{k}</arg_key><arg_value>"
+        starts.append(len(text))
+        text += v + "</arg_value>"
+    text += "</tool_call>"
+    # cut inside one of the values
+    which = cut % len(values)
+    at = starts[which] + (cut // len(values)) % (len(values[which]) + 1)
+    p = GlmStreamParser(tools, thinking=False)
+    events: list[Event] = []
+    for chunk in split_at(text[:at], cuts):
+        events += p.feed(chunk)
+    sent = _sent(events)[0]
+    done = {k: v for k, v in zip(keys[:which], values[:which], strict=True)}
+    head_json = json.dumps(done, ensure_ascii=False)[:-1] + (", " if done else "")
+    written = values[which][: max(0, at - starts[which] - 11)]
+    expected = (
+        head_json + json.dumps(keys[which]) + ': "' + json.dumps(written, ensure_ascii=False)[1:-1]
+    )
+    assert sent.startswith(expected)
 
 
 # -- arbitrary text -------------------------------------------------------------------
@@ -167,9 +274,11 @@ NOISE_TOOLS = [{"type": "function", "function": {"name": n, "parameters": {"type
 def ordered_output(events: list[Event]) -> str:
     parts: list[str] = []
     for e in events:
-        if isinstance(e, ToolCallDone):
-            parts.append(e.call.name + "".join(k + v for k, v in e.call.raw_arguments))
-        else:
+        if isinstance(e, ToolCallStart):
+            parts.append(e.name)
+        elif isinstance(e, ToolCallDone):
+            parts.append("".join(k + v for k, v in e.call.raw_arguments))
+        elif not isinstance(e, ToolCallArgs):
             assert isinstance(e, ReasoningText | ContentText)
             parts.append(e.text)
     return "".join(parts)
@@ -214,6 +323,7 @@ def test_arbitrary_text_streams_like_one_shot_and_loses_nothing(
     one_shot = GlmStreamParser.parse(text, tools, thinking=thinking)
     calls = [(c.name, json.loads(c.arguments)) for c in one_shot.tool_calls]
     assert _canon(summary(events)) == _canon((one_shot.reasoning, one_shot.content, calls))
+    assert arguments(events) == [c.arguments for c in one_shot.tool_calls]
     # whitespace may go (around names and between argument tags, whitespace-only content)
     assert is_tag_deletion(squeeze(text), squeeze(ordered_output(events)))
 
@@ -234,8 +344,24 @@ def test_split_parsers_stream_like_one_shot_and_compose_to_the_full_parser(
     t_deltas = [tp.feed(c) for c in chunks] + [tp.finish()]
     t_one_shot = ToolCallParser.parse(text, NOISE_TOOLS)
     assert ("".join(d.content for d in t_deltas) or None) == t_one_shot.content
-    assert [(c.name, c.arguments) for d in t_deltas for c in d.tool_calls] == [
+    done = [c for d in t_deltas for c in d.done]
+    assert [(c.name, c.arguments) for c in done] == [
         (c.name, c.arguments) for c in t_one_shot.tool_calls
+    ]
+    # the OpenAI-shaped pieces: id and name once per call, arguments concatenate to the call's
+    pieces: dict[int, list[Any]] = {}
+    for d in t_deltas:
+        for piece in d.tool_calls:
+            if piece.index in pieces:
+                assert piece.id is None
+                assert piece.name is None
+                pieces[piece.index][2] += piece.arguments
+            else:
+                assert piece.id
+                assert piece.name
+                pieces[piece.index] = [piece.id, piece.name, piece.arguments]
+    assert [(e[0], e[1], e[2]) for e in pieces.values()] == [
+        (c.id, c.name, c.arguments) for c in done
     ]
     tools_only = ToolCallParser.parse(split.content or "", NOISE_TOOLS)
     full = GlmStreamParser.parse(text, NOISE_TOOLS, thinking=thinking)

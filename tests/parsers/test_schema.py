@@ -3,6 +3,7 @@ the template writes non-strings with json.dumps and strings verbatim)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -77,8 +78,6 @@ TOOLS = [
 def _args(body: str, tools: Any = TOOLS) -> dict[str, Any]:
     result = ToolCallParser.parse(f"<tool_call>{body}</tool_call>", tools)
     assert len(result.tool_calls) == 1, result
-    import json
-
     return json.loads(result.tool_calls[0].arguments)
 
 
@@ -114,17 +113,47 @@ def test_repeated_key_keeps_last_value() -> None:
     [
         "",  # no name
         "two words",  # prose, not a name
-        "f<arg_key>n</arg_key>",  # key without value
-        "f<arg_key>n</arg_key>junk<arg_value>1</arg_value>",  # text between key and value
-        "f<arg_key>n</arg_key><arg_value>1",  # unterminated value
-        "f<arg_key></arg_key><arg_value>1</arg_value>",  # empty key
-        "f<arg_value>1</arg_value>",  # value without key
-        "f<arg_key>n</arg_key><arg_value>1</arg_value>tail",  # trailing text
+        "f<arg_value>1</arg_value>",  # value without key: the "name" holds markup
         "g",  # undeclared tool
     ],
 )
-def test_malformed_call_is_returned_as_content(body: str) -> None:
+def test_text_that_is_no_call_is_returned_as_content(body: str) -> None:
     text = f"before <tool_call>{body}</tool_call> after"
     result = ToolCallParser.parse(text, TOOLS)
     assert result.tool_calls == []
     assert result.content == text
+
+
+# A declared name commits the call (its name and arguments may already be on the wire), so a
+# call that breaks later keeps the arguments sent so far; the unsent rest is content.
+@pytest.mark.parametrize(
+    ("body", "args", "content"),
+    [
+        # key without value: the unsent pair is content
+        ("f<arg_key>n</arg_key>", {}, "<arg_key>n</arg_key>"),
+        # text between key and value: content from the pair on, </tool_call> included
+        (
+            "f<arg_key>n</arg_key>junk<arg_value>1</arg_value>",
+            {},
+            "<arg_key>n</arg_key>junk<arg_value>1</arg_value></tool_call>",
+        ),
+        # unterminated integer value (held until complete, so never sent)
+        ("f<arg_key>n</arg_key><arg_value>1", {}, "<arg_key>n</arg_key><arg_value>1"),
+        # empty key
+        (
+            "f<arg_key></arg_key><arg_value>1</arg_value>",
+            {},
+            "<arg_key></arg_key><arg_value>1</arg_value></tool_call>",
+        ),
+        # trailing text after a complete pair
+        ("f<arg_key>n</arg_key><arg_value>1</arg_value>tail", {"n": 1}, "tail</tool_call>"),
+        # unterminated string value: it was streamed, so it stays (closed) in the arguments
+        ("f<arg_key>note</arg_key><arg_value>ab", {"note": "ab"}, ""),
+    ],
+)
+def test_call_broken_after_its_name_keeps_what_was_sent(
+    body: str, args: dict[str, Any], content: str
+) -> None:
+    result = ToolCallParser.parse(f"before <tool_call>{body}</tool_call> after", TOOLS)
+    assert [(c.name, json.loads(c.arguments)) for c in result.tool_calls] == [("f", args)]
+    assert result.content == f"before {content} after"

@@ -64,12 +64,20 @@ def test_tool_case_streamed(case: dict[str, Any]) -> None:
     parser = ToolCallParser(tools)
     deltas = [parser.feed(c) for c in chunks] + [parser.finish()]
     content = "".join(d.content for d in deltas) or None
-    calls = [(c.name, json.loads(c.arguments)) for d in deltas for c in d.tool_calls]
+    streamed: dict[int, list[str]] = {}  # what a client assembles from the pieces
+    for d in deltas:
+        for piece in d.tool_calls:
+            entry = streamed.setdefault(piece.index, ["", ""])
+            entry[0] += piece.name or ""
+            entry[1] += piece.arguments
+    calls = [(name, json.loads(args)) for name, args in streamed.values()]
     assert content == case["content"]
     assert _strict_calls(calls) == _expected_calls(case)
-    if case.get("calls_only_in_last_chunk"):
-        assert all(not d.tool_calls for d in deltas[:-2])
-        assert deltas[-2].tool_calls
+    assert [c.arguments for d in deltas for c in d.done] == [a for _, a in streamed.values()]
+    if "name_at_chunk" in case:  # the name goes out with the chunk that completes it
+        first = next(i for i, d in enumerate(deltas) if d.tool_calls)
+        assert first == case["name_at_chunk"]
+        assert deltas[first].tool_calls[0].name == case["calls"][0][0]
     if "first_chunk_content" in case:
         assert deltas[0].content == case["first_chunk_content"]
 
