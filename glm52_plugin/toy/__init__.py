@@ -8,7 +8,7 @@ from pathlib import Path
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.toy.tokenizer import save_tokenizer
 from glm52_plugin.toy.weights import toy_state_dict
-from glm52_plugin.toy.writer import atomic_directory, write_checkpoint
+from glm52_plugin.toy.writer import atomic_directory, check_output_dir, write_checkpoint
 
 # Bump when the toy's weights or files change, so cached default toys are rebuilt.
 TOY_FORMAT = 1
@@ -21,9 +21,17 @@ def default_toy_dir(layers: int = 2, seed: int = 0, nvfp4: bool = False) -> Path
 
 
 def make_toy(
-    out: str | Path, layers: int = 2, seed: int = 0, nvfp4: bool = False, progress: bool = True
+    out: str | Path,
+    layers: int = 2,
+    seed: int = 0,
+    nvfp4: bool = False,
+    progress: bool = True,
+    force: bool = False,
 ) -> Path:
-    """Write a toy checkpoint (config, sharded safetensors + index, tokenizer, chat template)."""
+    """Write a toy checkpoint (config, sharded safetensors + index, tokenizer, chat template).
+    ``out`` must be new or empty, or hold an earlier toy (its ``.glm52-toy`` marker) and ``force``
+    be set; nothing else in it is ever removed (``toy.writer.atomic_directory``)."""
+    check_output_dir(Path(os.path.abspath(out)), force)  # refuse before building any tensor
     cfg = Glm52Config.toy(layers)
     tensors = toy_state_dict(cfg, seed)
     config = cfg.to_hf_dict()
@@ -52,7 +60,7 @@ def make_toy(
         }
     json_files["config.json"] = config
     out = Path(out)
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, force=force) as tmp:
         write_checkpoint(tmp, tensors, json_files, progress=progress)
         save_tokenizer(tmp, cfg.eos_token_id)
     return out
@@ -62,5 +70,5 @@ def ensure_toy(layers: int = 2, seed: int = 0, nvfp4: bool = False, progress: bo
     """The cached default toy checkpoint, built on first use."""
     out = default_toy_dir(layers, seed, nvfp4)
     if not (out / "model.safetensors.index.json").is_file():
-        make_toy(out, layers, seed, nvfp4, progress)
+        make_toy(out, layers, seed, nvfp4, progress, force=True)  # our cache: may replace a toy
     return out
