@@ -115,6 +115,9 @@ class Glm52Config:
     dtype: str = "bfloat16"
     # GLM52_FILLS the source config.json omitted (their GLM-5.2 values were used); not compared
     filled_fields: tuple[str, ...] = field(default=(), compare=False)
+    # True when config.json declares (or the fill assumes) an MTP layer of which the checkpoint
+    # holds no tensor at all (checkpoint.validate.resolve_mtp); num_nextn_predict_layers is then 0
+    mtp_layer_absent: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         # the one place values are checked and schedules derived: from_dict, Glm52Config(...) and
@@ -239,7 +242,12 @@ class Glm52Config:
         declared schedule is written as transformers writes it, an ``indexer_types`` list."""
         d: dict[str, Any] = {"architectures": ["GlmMoeDsaForCausalLM"], "model_type": "glm_moe_dsa"}
         for f in dataclasses.fields(self):
-            if f.name in ("filled_fields", "indexer_types", "index_topk_pattern"):
+            if f.name in (
+                "filled_fields",
+                "mtp_layer_absent",
+                "indexer_types",
+                "index_topk_pattern",
+            ):
                 continue
             v = getattr(self, f.name)
             if isinstance(v, RopeParameters):

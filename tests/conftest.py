@@ -41,6 +41,25 @@ def toy_nvfp4_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[int,
     }
 
 
+@pytest.fixture(scope="session")
+def hf_saved_checkpoints(
+    toy_checkpoints: dict[int, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[int, Path]:
+    """The BF16 toys saved by transformers' GlmMoeDsaForCausalLM (tests/hf_saved.py): config
+    without the fields transformers does not know, no MTP tensors. Each is written on first use."""
+    pytest.importorskip("transformers", reason="transformers is not installed")
+    from tests.hf_saved import save_with_transformers
+
+    root = tmp_path_factory.mktemp("hf-saved")
+
+    class Saved(dict):
+        def __missing__(self, n: int) -> Path:
+            self[n] = save_with_transformers(toy_checkpoints[n], root / f"toy{n}")
+            return self[n]
+
+    return Saved()
+
+
 @pytest.fixture
 def toy_checkpoint(toy_checkpoints: dict[int, Path], toy_layers: int) -> Path:
     return toy_checkpoints[toy_layers]

@@ -157,6 +157,13 @@ def mtp_absent_message(cfg: Glm52Config) -> str:
     )
 
 
+def mtp_unavailable(cfg: Glm52Config) -> str:
+    """Why a model built from ``cfg`` cannot draft MTP tokens (it has no MTP layer)."""
+    if cfg.mtp_layer_absent:
+        return mtp_absent_message(cfg)
+    return "num_nextn_predict_layers is 0 in config.json: the model has no MTP layer"
+
+
 def _layer_count_issue(cfg: Glm52Config, unexpected: list[str]) -> Issue | None:
     last = cfg.num_hidden_layers + (0 if cfg.mtp_layer_index is None else 1) - 1
     beyond = sorted({lay for n in unexpected if (lay := layer_of(n)) is not None and lay > last})
