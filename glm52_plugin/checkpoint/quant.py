@@ -9,7 +9,7 @@ legacy substring, then ``fnmatch`` wildcard. Spec: ``architecture.md`` 10.1, ``v
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
@@ -151,9 +151,3 @@ def read_quant_config(directory: Path, config: Mapping[str, Any]) -> QuantConfig
                 f"exclude only in one: {sorted(set(first.exclude) ^ set(other.exclude))[:5]})"
             )
     return first
-
-
-def check_fused(q: QuantConfig, modules: Iterable[str]) -> None:
-    """Raise QuantConfigError on the first fused pair whose shards resolve differently."""
-    for m in modules:
-        q.is_quantized(m)

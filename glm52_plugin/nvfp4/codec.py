@@ -1,20 +1,15 @@
 """NVFP4 (ModelOpt) codec: E2M1 codes, nibble packing, FP8-E4M3 block scales, FP32 global scale.
 
 Follows ModelOpt ``qtensor/nvfp4_tensor.py`` (export recipe) and vLLM
-``nvfp4_emulation_utils.py`` (decode); spec: ``architecture.md`` section 10.3. No I/O.
+``nvfp4_emulation_utils.py`` (decode). No I/O. ``dequantize`` is the formula below, or on CPU
+its bit-identical fast path, ``compiled_gather``.
 Shapes: N output rows, K input columns (multiple of 16); B = K / 16 blocks per row.
 """
 
 from __future__ import annotations
 
-import math
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import torch
 from torch import Tensor
-
-from glm52_plugin.nvfp4 import compiled_gather
 
 BLOCK = 16
 E2M1_MAX = 6.0
@@ -29,26 +24,12 @@ _BOUNDS = (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0)
 # Ties at these midpoints round *up* (the upper neighbour has the even mantissa).
 _ROUND_UP_TIES = (0.75, 1.75, 3.5)
 
-_tables: dict[tuple[torch.device, str], Tensor] = {}
-
-
-def _table(device: torch.device, kind: str) -> Tensor:
-    """Cached lookup tables: 'values' [16] f32, 'bounds' [7] f32."""
-    key = (device, kind)
-    if key not in _tables:
-        if kind == "values":
-            t = torch.tensor(E2M1_VALUES, dtype=torch.float32)
-        else:
-            t = torch.tensor(_BOUNDS, dtype=torch.float32)
-        _tables[key] = t.to(device)
-    return _tables[key]
-
 
 def e2m1_decode(codes: Tensor) -> Tensor:
     """uint8 codes 0..15 (any shape) -> float32 values."""
     if codes.dtype != torch.uint8:
         raise ValueError(f"e2m1 codes must be uint8, got {codes.dtype}")
-    return _table(codes.device, "values")[codes.long()]
+    return torch.tensor(E2M1_VALUES, device=codes.device)[codes.long()]
 
 
 def e2m1_encode(x: Tensor) -> Tensor:
@@ -61,7 +42,7 @@ def e2m1_encode(x: Tensor) -> Tensor:
     sign = torch.signbit(x).to(torch.uint8) << 3
     mag = x.abs()
     # bucketize(right=False) counts bounds strictly below |x|, so a tie lands on the lower code...
-    code = torch.bucketize(mag, _table(x.device, "bounds")).to(torch.uint8)
+    code = torch.bucketize(mag, torch.tensor(_BOUNDS, device=x.device)).to(torch.uint8)
     # ...and the three ties whose upper neighbour has the even mantissa move up.
     for tie in _ROUND_UP_TIES:
         code += (mag == tie).to(torch.uint8)
@@ -142,38 +123,6 @@ def check_shapes(packed: Tensor, weight_scale: Tensor, weight_scale_2: Tensor) -
         )
 
 
-# dtype of the output -> integer dtype holding two of its values (one packed byte decodes to two)
-_PAIR_INT = {torch.bfloat16: torch.int32, torch.float16: torch.int32, torch.float32: torch.int64}
-
-
-def _decode_table(weight_scale_2: Tensor, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """[256 scale bytes * 256 packed bytes] -> both decoded values of the byte, as one integer.
-
-    An FP8 scale has only 256 bit patterns, so (scale byte, packed byte) fully determines the two
-    outputs: one gather per byte replaces unpack + lookup + multiply + cast passes (~5x faster on
-    CPU). Entries are computed exactly as vLLM does: f32 value * (f32 scale * weight_scale_2):
-    the 256 x 16 distinct products are computed and cast once, then laid out as byte pairs by
-    one (serial) gather, so that building the table starts no OpenMP team (see _GRAIN).
-    """
-    scales = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).float()
-    combined = scales * weight_scale_2.float().reshape(())  # [256]
-    values = (_table(torch.device("cpu"), "values") * combined.view(256, 1)).to(dtype)  # [s, code]
-    pairs = torch.index_select(values.view(-1), 0, _pair_index())  # [256 s * 256 b * 2]
-    return pairs.view(-1, 2).view(_PAIR_INT[dtype]).reshape(-1).to(device)
-
-
-_pair_positions: list[Tensor] = []
-
-
-def _pair_index() -> Tensor:
-    """Flat [s, code] position of (low nibble, high nibble) of packed byte b under scale s."""
-    if not _pair_positions:
-        s, b = torch.arange(256).view(256, 1), torch.arange(256).view(1, 256)
-        pos = torch.stack([s * 16 + (b & 0xF), s * 16 + (b >> 4)], dim=-1)
-        _pair_positions.append(pos.reshape(-1).to(torch.int32))
-    return _pair_positions[0]
-
-
 def dequantize(
     packed: Tensor,
     weight_scale: Tensor,
@@ -182,124 +131,27 @@ def dequantize(
 ) -> Tensor:
     """(uint8 [..., N, K/2], e4m3 [..., N, K/16], fp32 []) -> [..., N, K] in ``dtype``.
 
-    W[n, 16b+i] = E2M1(code) * (float(weight_scale[n, b]) * weight_scale_2), the op order of
-    vLLM ``dequantize_to_dtype`` (swizzle=False), so results are bit-identical to it.
+    ``dequantize_formula``, through the fast CPU path where it applies (same bits).
     """
+    from glm52_plugin.nvfp4 import compiled_gather  # the fast path builds on this module
+
     check_shapes(packed, weight_scale, weight_scale_2)
-    if dtype not in _PAIR_INT:
-        values = e2m1_decode(unpack_nibbles(packed)).unflatten(-1, (-1, BLOCK))
-        scale = weight_scale.float() * weight_scale_2.float().reshape(())
-        return (values * scale.unsqueeze(-1)).flatten(-2).to(dtype)
-    *lead, half = packed.shape
-    blocks = half * 2 // BLOCK
-    table = _decode_table(weight_scale_2, dtype, packed.device)
-    # index of a packed byte = byte + 256 * scale byte of its block
-    n = math.prod(lead)
-    rows = packed.reshape(n, half).contiguous()
-    scales = weight_scale.view(torch.uint8).reshape(n, blocks).contiguous()
-    if packed.device.type != "cpu" or torch.compiler.is_compiling():
-        # whole tensors: a GPU has the bandwidth for the index, and inside a caller's
-        # torch.compile (the reference's compiled decode step with packed experts) Inductor
-        # fuses these ops itself; the CPU paths below (threads, a nested compile) cannot be traced
-        idx = compiled_gather.block_index(rows.view(n, blocks, BLOCK // 2), scales)
-        out = torch.index_select(table, 0, idx.view(-1))
-    else:
-        out = torch.empty(rows.shape, dtype=table.dtype, device=packed.device)
-        _dequantize_cpu(table, rows, scales, out)
-    return out.view(dtype).reshape(*lead, half * 2)
+    fast = compiled_gather.dequantize(packed, weight_scale, weight_scale_2, dtype)
+    return (
+        fast
+        if fast is not None
+        else dequantize_formula(packed, weight_scale, weight_scale_2, dtype)
+    )
 
 
-# CPU: large tensors go to compiled_gather (one fused loop); what follows is the eager path
-# for small tensors, the tail of a large one, and machines where Inductor cannot compile.
-# The work is building an int32 index per packed byte (byte + 256 * scale byte of its
-# block) and one gather. Done on whole tensors, each pass streams N*K*4 bytes of index through
-# DRAM and the 1-D ``index_select`` kernel is serial. So rows are processed in chunks of about
-# _CHUNK packed bytes, whose index stays in L2 between the passes, and contiguous row ranges
-# are spread over torch.get_num_threads() Python threads (ATen ops release the GIL) so the
-# gather is parallel. The index is built only from same-dtype contiguous ops, which ATen
-# vectorises: a uint8 + int32 add broadcasting the scale over the block's 8 bytes runs
-# TensorIterator's slow path (a mixed-dtype, 8-wide inner loop) and took twice as long as the
-# gather. Chunk size, measured on 2 cores (7168x2048, idle / both cores busy with other
-# processes): 32K bytes 15-16 / 16-23 ms (Python overhead of ~230 chunks), 128K 8.3-8.9 /
-# 14-16 ms, 256K no better. _GRAIN (ATen's GRAIN_SIZE) only decides how many threads a tensor
-# is worth.
-_CHUNK = 131072
-_GRAIN = 32768
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-_pool_lock = threading.Lock()
-
-
-def _workers(jobs: int) -> ThreadPoolExecutor | None:
-    """Thread pool for ``jobs - 1`` extra row ranges (the caller runs one itself)."""
-    global _pool, _pool_size
-    if jobs < 2:
-        return None
-    with _pool_lock:
-        if _pool is None or _pool_size < jobs - 1:
-            # a smaller old pool is dropped, not shut down: another call may still be using it
-            _pool = ThreadPoolExecutor(jobs - 1, thread_name_prefix="nvfp4-dequant")
-            _pool_size = jobs - 1
-        return _pool
-
-
-def _gather_rows(
-    table: Tensor, rows: Tensor, scales: Tensor, out: Tensor, start: int, stop: int
-) -> None:
-    """out[start:stop] = table[rows + 256 * scales] for one row range, chunk by chunk."""
-    half, blocks = rows.shape[1], scales.shape[1]
-    step = max(1, _CHUNK // half)  # rows per chunk
-    m = min(step, stop - start)
-    idx = torch.empty((m, blocks, BLOCK // 2), dtype=torch.int32)
-    spread = torch.empty_like(idx)  # each block's scale byte, once per packed byte
-    word = torch.empty((m, blocks), dtype=torch.int64)  # ... built as 8 bytes of one int64
-    high = torch.empty_like(word)
-    for r0 in range(start, stop, step):
-        r1 = min(r0 + step, stop)
-        k = r1 - r0
-        i, sp, w, h = idx[:k], spread[:k], word[:k], high[:k]
-        i.copy_(rows[r0:r1].view(k, blocks, BLOCK // 2))  # widen the packed bytes
-        # s -> s * 0x0101010101010101 without a signed overflow (s can be >= 0x80): four copies
-        # of s in the low half, then the same in the high half, as a shift and an or
-        w.copy_(scales[r0:r1])
-        w.mul_(0x01010101)
-        torch.bitwise_left_shift(w, 32, out=h)
-        w.bitwise_or_(h)
-        sp.copy_(w.view(torch.uint8).view(k, blocks, BLOCK // 2))  # widen the spread scales
-        i.add_(sp, alpha=256)
-        torch.index_select(table, 0, i.view(-1), out=out[r0:r1].view(-1))
-
-
-def _dequantize_cpu(table: Tensor, rows: Tensor, scales: Tensor, out: Tensor) -> None:
-    n, half = rows.shape
-    if n == 0 or half == 0:
-        return
-    # blocks are 8 contiguous bytes whatever the row length, so the flat stream is one problem
-    flat_rows, flat_scales, flat_out = rows.view(-1), scales.view(-1), out.view(-1)
-    done = compiled_gather.gather(table, flat_rows, flat_scales, flat_out)
-    if done:
-        tail = flat_rows.numel() - done  # fewer than compiled_gather.WIDTH bytes
-        if tail:
-            blocks = tail // (BLOCK // 2)
-            _gather_rows(
-                table,
-                flat_rows[done:].view(blocks, BLOCK // 2),
-                flat_scales[done // (BLOCK // 2) :].view(blocks, 1),
-                flat_out[done:].view(blocks, BLOCK // 2),
-                0,
-                blocks,
-            )
-        return
-    # one range per thread, but no thread for less than a few chunks of work
-    jobs = max(1, min(torch.get_num_threads(), n * half // (4 * _GRAIN)))
-    pool = _workers(jobs)
-    cuts = [n * j // jobs for j in range(jobs + 1)]
-    futures = [
-        pool.submit(_gather_rows, table, rows, scales, out, cuts[j], cuts[j + 1])
-        for j in range(1, jobs)
-    ] if pool is not None else []  # fmt: skip
-    try:
-        _gather_rows(table, rows, scales, out, cuts[0], cuts[1])
-    finally:
-        for f in futures:
-            f.result()
+def dequantize_formula(
+    packed: Tensor,
+    weight_scale: Tensor,
+    weight_scale_2: Tensor,
+    dtype: torch.dtype = torch.bfloat16,
+) -> Tensor:
+    """W[n, 16b+i] = E2M1(code) * (float(weight_scale[n, b]) * weight_scale_2), in fp32, then cast:
+    the op order of vLLM ``dequantize_to_dtype`` (swizzle=False), so results are bit-identical."""
+    values = e2m1_decode(unpack_nibbles(packed)).unflatten(-1, (-1, BLOCK))
+    scale = weight_scale.float() * weight_scale_2.float().reshape(())
+    return (values * scale.unsqueeze(-1)).flatten(-2).to(dtype)

@@ -1,12 +1,11 @@
 """Block-scale layouts: row-major linear (checkpoints, emulation) <-> swizzled 128x4 tiles (kernels).
 
 As vLLM ``nvfp4_utils.swizzle_blockscale`` / ``nvfp4_emulation_utils.convert_swizzled_to_linear``
-(CUTLASS / FlashInfer scale-factor layout); spec ``architecture.md`` section 10.4.
+(CUTLASS / FlashInfer scale-factor layout).
 """
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 ROW_TILE = 128  # rows per tile: 4 groups of 32
@@ -42,7 +41,3 @@ def unswizzle_blockscale(swizzled: Tensor, m: int, k: int) -> Tensor:
     tiles = swizzled.reshape(*batch, mp // ROW_TILE, kp // COL_TILE, 32, 4, COL_TILE)
     perm = (*range(b), b, b + 3, b + 2, b + 1, b + 4)  # the permutation is its own inverse
     return tiles.permute(perm).reshape(*batch, mp, kp)[..., :m, :k].contiguous()
-
-
-def is_swizzled_shape(shape: torch.Size | tuple[int, ...], m: int, k: int) -> bool:
-    return tuple(shape[-2:]) == (_round_up(m, ROW_TILE), _round_up(k, COL_TILE))

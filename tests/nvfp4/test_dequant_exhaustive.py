@@ -1,6 +1,7 @@
-"""The fast ``dequantize`` path against the spec formula and the previous implementation, bit for
-bit, over every (packed byte, scale byte) pair: NaN scale bytes, negative scales, overflow to Inf,
-subnormal products and odd global scales included."""
+"""Both ``dequantize`` paths (the codec's formula and the compiled CPU gather) against the spec
+formula and a previous implementation, bit for bit, over every (packed byte, scale byte) pair:
+NaN scale bytes, negative scales, overflow to Inf, subnormal products and odd global scales
+included."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from glm52_plugin.nvfp4 import compiled_gather, dequantize, quantize
+from glm52_plugin.nvfp4.codec import dequantize_formula
 
 # Written out from the spec, not imported from the code under test.
 SPEC_E2M1 = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0]
@@ -25,31 +27,29 @@ GLOBAL_SCALES = [
 ]
 
 
-@pytest.fixture(params=["eager", "compiled"])
+@pytest.fixture(params=["formula", "compiled"])
 def dequant_path(request, monkeypatch):
-    """Run the test through the eager CPU gather, then through the Inductor-compiled one (forced
-    on for every size: rows of 512 bytes, the rest eager), and check that path really ran."""
-    if request.param == "eager":
-        monkeypatch.setenv(compiled_gather.ENV, "0")
-        yield "eager"
+    """The codec's formula, then ``dequantize`` with the compiled CPU gather forced on for every
+    size it can take (two or more rows of 512 bytes; the rest of a tensor is its eager tail);
+    checks that the compiled path really ran on each of those."""
+    if request.param == "formula":
+        yield dequantize_formula
         return
-    monkeypatch.setenv(compiled_gather.ENV, "1")
     monkeypatch.setattr(compiled_gather, "MIN_BYTES", 0)
     calls = []
-    real = compiled_gather.gather
+    real = compiled_gather.dequantize
 
-    def counting_gather(table, packed, *rest):
-        done = real(table, packed, *rest)
-        calls.append((packed.numel(), done))
-        return done
+    def counting(packed, *rest):
+        out = real(packed, *rest)
+        calls.append((packed.numel(), out is not None))
+        return out
 
-    monkeypatch.setattr(compiled_gather, "gather", counting_gather)
-    yield "compiled"
+    monkeypatch.setattr(compiled_gather, "dequantize", counting)
+    yield dequantize
     if "error" in compiled_gather._state:
         pytest.skip(f"Inductor cannot compile on this machine: {compiled_gather._state['error']}")
-    width = compiled_gather.WIDTH
-    for size, done in calls:  # every tensor of two or more whole rows went through it
-        assert done == (size // width * width if size >= 2 * width else 0), (size, done)
+    for size, fast in calls:
+        assert fast == (size >= 2 * compiled_gather.WIDTH), size
 
 
 def spec_dequantize(packed: torch.Tensor, scale: torch.Tensor, gs: torch.Tensor, dtype):
@@ -106,7 +106,7 @@ def all_pairs() -> tuple[torch.Tensor, torch.Tensor]:
 def test_every_byte_and_scale_byte_matches_spec_and_previous_code(dtype, gs, dequant_path):
     packed, scale = all_pairs()
     gs_t = torch.tensor(gs, dtype=torch.float32)
-    got = dequantize(packed, scale, gs_t, dtype)
+    got = dequant_path(packed, scale, gs_t, dtype)
     assert_bits_equal(got, legacy_dequantize(packed, scale, gs_t, dtype))
     assert_spec_equal(got, spec_dequantize(packed, scale, gs_t, dtype))
 
@@ -122,17 +122,16 @@ def test_every_combination_with_a_scrambled_layout(dequant_path):
     scale = scale.view(torch.uint8).reshape(-1)[order].reshape(128, 64).view(torch.float8_e4m3fn)
     gs = torch.tensor(0.37 / 2688)
     for dtype in BITS:
-        got = dequantize(packed, scale, gs, dtype)
+        got = dequant_path(packed, scale, gs, dtype)
         assert_bits_equal(got, legacy_dequantize(packed, scale, gs, dtype))
 
 
 @pytest.mark.parametrize(
     ("n", "k"), [(1, 16), (3, 48), (7, 4096), (601, 2048), (37, 70000 // 16 * 16), (5, 304)]
 )
-def test_sizes_across_chunks_and_threads(n, k, dequant_path):
-    # 601 x 2048: several chunks per thread and an uneven split; k=69984: one row per chunk;
+def test_sizes_across_rows_and_tails(n, k, dequant_path):
     # compiled: 7 x 4096 is whole 512-byte rows, 37 x 69984 and 5 x 304 leave an eager tail
-    # (whose blocks straddle the input's rows), 1 x 16 and 3 x 48 are all tail
+    # (whose blocks straddle the input's rows), 1 x 16 and 3 x 48 are too small for it
     gen = torch.Generator().manual_seed(n)
     packed = torch.randint(0, 256, (n, k // 2), dtype=torch.uint8, generator=gen)
     scale = torch.randint(0, 256, (n, k // 16), dtype=torch.uint8, generator=gen)
@@ -140,7 +139,7 @@ def test_sizes_across_chunks_and_threads(n, k, dequant_path):
     gs = torch.tensor(1 / 2688)
     for dtype in BITS:
         assert_bits_equal(
-            dequantize(packed, scale, gs, dtype), legacy_dequantize(packed, scale, gs, dtype)
+            dequant_path(packed, scale, gs, dtype), legacy_dequantize(packed, scale, gs, dtype)
         )
 
 
@@ -151,10 +150,10 @@ def test_stacked_non_contiguous_and_empty_inputs(dequant_path):
     scale = torch.stack([s for _, s, _ in parts])
     gs = parts[0][2]
     want = legacy_dequantize(packed, scale, gs, torch.bfloat16)
-    assert_bits_equal(dequantize(packed, scale, gs), want)
+    assert_bits_equal(dequant_path(packed, scale, gs), want)
     # a strided view (every other row) takes the same values as its contiguous copy
-    assert_bits_equal(dequantize(packed[:, ::2], scale[:, ::2], gs), want[:, ::2])
-    empty = dequantize(packed[:, :0], scale[:, :0], gs)
+    assert_bits_equal(dequant_path(packed[:, ::2], scale[:, ::2], gs), want[:, ::2])
+    empty = dequant_path(packed[:, :0], scale[:, :0], gs)
     assert empty.shape == (2, 0, 256)
     assert empty.dtype == torch.bfloat16
 
@@ -171,27 +170,26 @@ def test_checkpoint_nan_scale_check_is_isfinite_of_the_float_value():
         assert _has_nan_e4m3(scale) == (not torch.isfinite(scale.float()).all())
 
 
-def test_compiled_path_is_used_only_for_large_tensors_and_honours_the_opt_out(monkeypatch):
+def test_compiled_path_applies_only_to_large_cpu_tensors_of_table_dtypes():
     packed = torch.zeros(2048, 1024, dtype=torch.uint8)  # 2 MiB: above MIN_BYTES
     scale = torch.full((2048, 128), 0x38, dtype=torch.uint8).view(torch.float8_e4m3fn)
-    flat = (packed.view(-1), scale.view(torch.uint8).view(-1))
-    out = torch.empty(packed.numel(), dtype=torch.int32)
-    table = torch.zeros(65536, dtype=torch.int32)
-    monkeypatch.setenv(compiled_gather.ENV, "0")
-    assert compiled_gather.gather(table, *flat, out) == 0
-    monkeypatch.setenv(compiled_gather.ENV, "1")
-    small = (packed[:1].view(-1), scale[:1].view(torch.uint8).view(-1))
-    assert compiled_gather.gather(table, *small, out) == 0  # 1 KiB: eager is faster
-    done = compiled_gather.gather(table, *flat, out)
+    gs = torch.tensor(1.0)
+    assert compiled_gather.dequantize(packed[:1], scale[:1], gs, torch.bfloat16) is None  # 1 KiB
+    assert compiled_gather.dequantize(packed, scale, gs, torch.float64) is None
+    meta = (packed.to("meta"), scale.to("meta"), gs.to("meta"))
+    assert compiled_gather.dequantize(*meta, torch.bfloat16) is None
+    assert dequantize(*meta).device.type == "meta"
+    got = compiled_gather.dequantize(packed, scale, gs, torch.bfloat16)
     if "error" in compiled_gather._state:
         pytest.skip(f"Inductor cannot compile on this machine: {compiled_gather._state['error']}")
-    assert done == packed.numel()
+    assert got is not None
+    assert_bits_equal(got, dequantize_formula(packed, scale, gs, torch.bfloat16))
 
 
 def test_inside_a_callers_torch_compile():
-    # the reference's compiled decode step dequantises packed experts inside its own graph:
-    # there dequantize must be traceable (no threads, no nested compile) and give the same bits,
-    # here for every (byte, scale byte) pair in a weight above compiled_gather.MIN_BYTES
+    # a caller's torch.compile over a model with packed experts traces dequantize: the formula
+    # (no nested compile) must give the same bits there, here for every (byte, scale byte) pair
+    # in a weight above compiled_gather.MIN_BYTES
     packed, scale = all_pairs()
     packed, scale = packed.repeat(16, 1), scale.repeat(16, 1)
     assert packed.numel() >= compiled_gather.MIN_BYTES

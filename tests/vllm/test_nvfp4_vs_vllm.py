@@ -33,10 +33,9 @@ def test_dequantize_bit_identical_to_vllm(dtype: torch.dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_compiled_cpu_gather_bit_identical_to_vllm(dtype: torch.dtype, monkeypatch):
+def test_compiled_cpu_gather_bit_identical_to_vllm(dtype: torch.dtype):
     # a weight large enough for the torch.compile'd path (2 MiB packed + a 272-byte eager tail),
     # with every packed byte and every finite positive scale byte
-    monkeypatch.setenv(compiled_gather.ENV, "1")
     gen = torch.Generator().manual_seed(1)
     n, k = 1025, 4096 + 544
     packed = torch.randint(0, 256, (n, k // 2), dtype=torch.uint8, generator=gen)
