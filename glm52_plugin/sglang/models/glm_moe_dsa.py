@@ -2,8 +2,11 @@
 
 Subclasses of ``sglang.srt.models.glm4_moe.GlmMoeDsaForCausalLM`` / ``GlmMoeDsaForCausalLMNextN``
 (DSA, IndexShare, MTP, NVFP4 and weight loading are inherited). The names stay identical because
-SGLang keys the DSA backend, MLA KV pool, page size and MTP draft rewrite on them (spec §2.3).
-Added here: the config's ``indexer_types`` (as glm52_plugin.config resolves it) must match SGLang's
+SGLang keys the DSA backend, MLA KV pool, page size and MTP draft rewrite on them
+(``sglang/srt/configs/model_config.py``).
+Added here: GLM-5.2 values a transformers-saved config.json omits are filled in (one log line),
+a NextN/EAGLE draft of a checkpoint without MTP tensors fails at start-up naming the layer, the
+config's ``indexer_types`` (as glm52_plugin.config resolves it) must match SGLang's
 own skip-topk schedule, the checkpoint's safetensors headers are validated by our reader before
 any weight loads (names incl. the MTP layer, NVFP4 parts and exclusions), shared-layer indexer
 tensors are dropped with a warning, and a full layer without its indexer tensors fails the load.
@@ -20,15 +23,21 @@ from sglang.srt.models import glm4_moe
 
 from glm52_plugin import __version__
 from glm52_plugin.checkpoint.indexer_filter import IndexerFilter
-from glm52_plugin.checkpoint.preload import validate_before_load
-from glm52_plugin.config import Glm52Config
+from glm52_plugin.checkpoint.preload import engine_config, require_mtp_layer, validate_before_load
+from glm52_plugin.config import Glm52Config, indexer_pattern
 
 logger = logging.getLogger(__name__)
 
 
-def resolve_config(hf_config: Any) -> Glm52Config:
-    """Our typed config from SGLang's HF config, with the indexer schedule checked against SGLang's."""
-    cfg = Glm52Config.from_dict(hf_config.to_dict())
+def resolve_config(hf_config: Any, source: str = "") -> Glm52Config:
+    """Our typed config from SGLang's HF config, with the indexer schedule checked against SGLang's.
+
+    GLM-5.2 values a transformers-saved config.json omits are set on ``hf_config`` first (one log
+    line): SGLang reads ``config.topk_method`` and ``config.scoring_func`` directly, and would take
+    a missing ``indexer_rope_interleave`` for False. ``source`` (the checkpoint path) settles
+    whether there is an MTP layer.
+    """
+    cfg = engine_config(hf_config, source, logger)
     check_indexer_schedule(cfg, hf_config)
     return cfg
 
@@ -53,12 +62,8 @@ def check_indexer_schedule(cfg: Glm52Config, hf_config: Any) -> None:
         ]
         raise ValueError(
             "indexer_types disagree between glm52_plugin.config and SGLang's dsa_layer_skips_topk "
-            f"on layers {diff}: ours {_compact(ours)}, SGLang {_compact(theirs)}"
+            f"on layers {diff}: ours {indexer_pattern(ours)}, SGLang {indexer_pattern(theirs)}"
         )
-
-
-def _compact(types: tuple[str, ...]) -> str:
-    return "".join("F" if t == "full" else "S" for t in types)
 
 
 def _log_active(cls_name: str, cfg: Glm52Config, extra: str = "") -> None:
@@ -87,10 +92,11 @@ class GlmMoeDsaForCausalLM(glm4_moe.GlmMoeDsaForCausalLM):
     """GLM-5.2 target model: in-tree SGLang class + glm52_plugin checks."""
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
-        cfg = resolve_config(config)  # before any layer is built: fail fast
+        source = getattr(config, "_name_or_path", "")
+        cfg = resolve_config(config, source)  # before any layer is built: fail fast
         super().__init__(config, *args, **kwargs)
         self.glm52_config = cfg
-        self.glm52_source = getattr(config, "_name_or_path", "")
+        self.glm52_source = source
         _log_active(type(self).__name__, self.glm52_config)
 
     def load_weights(
@@ -114,7 +120,10 @@ class GlmMoeDsaForCausalLMNextN(glm4_moe.GlmMoeDsaForCausalLMNextN):
     """
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
-        cfg = resolve_config(config)
+        source = getattr(config, "_name_or_path", "")
+        # EAGLE / NextN drafting needs the MTP layer: one line at start-up when it is not there
+        require_mtp_layer(source)
+        cfg = resolve_config(config, source)
         super().__init__(config, *args, **kwargs)
         self.glm52_config = cfg
         _log_active(
