@@ -38,15 +38,21 @@ _SCRATCH = 1 << 24  # elements per chunk in the reference's indexer / sparse att
 
 @dataclass(frozen=True, slots=True)
 class MemoryPlan:
-    """Estimated bytes of each stage of :func:`stream_logits` (weights resident + activations)."""
+    """Estimated bytes of each stage of :func:`stream_logits`: the weights it holds, plus one
+    layer's activations (decoder layers) or the hidden states and logits (embedding, head)."""
 
     weights: dict[str, int]  # stage ("embedding", "layer 3", "head") -> weight bytes held
-    activations: int  # hidden states, one layer's cache and scratch, logits
+    activations: int  # one decoder layer's: hidden states, its cache, scratch
+    logits: int  # the head's output (in dtype, then fp32) and the final hidden states
+
+    def stage_bytes(self, stage: str) -> int:
+        extra = self.activations if stage.startswith("layer ") else self.logits
+        return self.weights[stage] + extra
 
     @property
     def worst(self) -> tuple[str, int]:
-        stage = max(self.weights, key=self.weights.__getitem__)
-        return stage, self.weights[stage] + self.activations
+        stage = max(self.weights, key=self.stage_bytes)
+        return stage, self.stage_bytes(stage)
 
     def total_weights(self) -> int:
         return sum(self.weights.values())
@@ -88,11 +94,13 @@ def plan_memory(ckpt: Checkpoint, batch: int, seq: int, dtype: torch.dtype) -> M
     for stage in weights:
         if stage.startswith("layer "):
             weights[stage] += decode
-    return MemoryPlan(weights, _activation_bytes(cfg, batch, seq, e))
+    n = batch * seq
+    logits = n * cfg.vocab_size * (e + 4) + 2 * n * cfg.hidden_size * e
+    return MemoryPlan(weights, _activation_bytes(cfg, batch, seq, e), logits)
 
 
 def _activation_bytes(cfg: Glm52Config, b: int, s: int, e: int) -> int:
-    """A generous estimate of one layer's activations and the logits (see layers.py)."""
+    """A generous estimate of one decoder layer's activations (see layers.py)."""
     n = b * s
     h, c, r = cfg.num_attention_heads, cfg.kv_lora_rank, cfg.qk_rope_head_dim
     hidden = 8 * n * cfg.hidden_size * e
@@ -100,11 +108,11 @@ def _activation_bytes(cfg: Glm52Config, b: int, s: int, e: int) -> int:
     attn = n * h * (2 * cfg.qk_head_dim + 2 * (c + r) + c + cfg.v_head_dim) * e
     index = n * cfg.index_n_heads * cfg.index_head_dim * (e + 4) + n * (c + r + 1) * e
     # indexer scores + stable sort (fp32 values, int64 indices) and the sparse gather, per chunk
-    scratch = min(n * cfg.index_n_heads * s, _SCRATCH) * (4 * 2 + 8 * 2) + _SCRATCH * (e + 8)
+    gather = min(n * min(cfg.index_topk, s) * (c + r), _SCRATCH)
+    scratch = min(n * cfg.index_n_heads * s, _SCRATCH) * (4 * 2 + 8 * 2) + gather * (e + 8)
     inter = max(cfg.intermediate_size, cfg.moe_intermediate_size * max(cfg.n_shared_experts, 1))
     mlp = n * (3 * inter + 4 * cfg.n_routed_experts) * max(e, 4)
-    logits = n * cfg.vocab_size * (e + 4) * 2
-    return hidden + proj + attn + index + scratch + mlp + logits
+    return hidden + proj + attn + index + scratch + mlp
 
 
 def _check_ids(input_ids: Tensor, cfg: Glm52Config, path: Path) -> None:
@@ -157,14 +165,15 @@ def stream_logits(
     b, s = input_ids.shape
     plan = plan_memory(ckpt, b, s, dtype)
     stage, need = plan.worst
+    held = plan.weights[stage] / GB
     log.info("%s: streaming %d layers; largest stage %s needs ~%.2f GB (weights %.2f GB of "
-             "%.1f GB in all, activations %.2f GB)", path, cfg.num_hidden_layers, stage, need / GB,
-             plan.weights[stage] / GB, plan.total_weights() / GB, plan.activations / GB)  # fmt: skip
+             "%.1f GB in all)", path, cfg.num_hidden_layers, stage, need / GB, held,
+             plan.total_weights() / GB)  # fmt: skip
     if max_memory_gb is not None and need > max_memory_gb * GB:
         raise ValueError(
-            f"{path}: {stage} needs about {need / GB:.2f} GB (weights {plan.weights[stage] / GB:.2f}"
-            f" GB + activations {plan.activations / GB:.2f} GB for {b}x{s} tokens in {dtype}), "
-            f"more than max_memory_gb={max_memory_gb}"
+            f"{path}: {stage} needs about {need / GB:.2f} GB (weights {held:.2f} GB + "
+            f"activations {need / GB - held:.2f} GB for {b}x{s} tokens in {dtype}), more than "
+            f"max_memory_gb={max_memory_gb}"
         )
     device = torch.device(device)
     with torch.inference_mode():

@@ -1,0 +1,190 @@
+"""stream_logits on checkpoints with GLM-5.2's real widths: memory, seconds per layer, read speed.
+
+    python benchmarks/bench_stream_logits.py [--layers 4] [--experts 16] [--tokens 64]
+        [--dtype bfloat16] [--kinds bf16,nvfp4] [--dir /tmp/glm52-bench-stream]
+
+For each kind (BF16, ModelOpt NVFP4) a checkpoint with the real widths and ``--layers`` layers of
+``--experts`` routed experts is written once under ``--dir`` (``toy.real_widths``). Then, in the
+same process and on the same files, the peer is a plain read: every tensor the model loads,
+read with ``safe_open(...).get_tensor`` into memory and dropped. Both are run twice; the second
+run is reported (page cache warm for both, and ``torch.compile`` warm-up of the NVFP4 decoder
+out of the way); the first is printed too. Reported: peak anonymous memory (RssAnon, sampled
+every 5 ms, above the level before the call) against the plan's estimate, seconds per layer
+(read + build vs forward), checkpoint bytes per second against the plain read (goal >= 50%),
+and an estimate for the full 78-layer nvidia/GLM-5.2-NVFP4 from its header layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import threading
+import time
+from pathlib import Path
+from unittest import mock
+
+import safetensors
+import torch
+
+from glm52_plugin.checkpoint import Checkpoint
+from glm52_plugin.checkpoint.names import expected_tensors, routed_expert_layer
+from glm52_plugin.checkpoint.quant import from_quantization_config
+from glm52_plugin.checkpoint.safetensors_header import TensorInfo
+from glm52_plugin.config import Glm52Config
+from glm52_plugin.reference import stream as stream_module
+from glm52_plugin.reference.stream import plan_memory, stream_logits
+from glm52_plugin.toy.real_widths import make_real_width_toy
+
+GB = 1e9
+
+
+def rss_anon() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no RssAnon in /proc/self/status")
+
+
+class PeakAnon:
+    """Peak RssAnon above the level at entry, sampled by a thread."""
+
+    def __enter__(self) -> PeakAnon:
+        gc.collect()
+        self.base = self.peak = rss_anon()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, rss_anon())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_anon())
+
+    @property
+    def above(self) -> int:
+        return self.peak - self.base
+
+
+def plain_read(ckpt: Checkpoint) -> tuple[float, int]:
+    """Seconds and bytes to read every loadable tensor into memory (dropped at once)."""
+    names = ckpt.loadable()
+    start = time.perf_counter()
+    total = 0
+    for _, t in ckpt.read(names):
+        total += t.numel() * t.element_size()
+        del t
+    return time.perf_counter() - start, total
+
+
+def timed_stream(path: Path, ids: torch.Tensor, dtype: torch.dtype) -> dict[str, float]:
+    """One stream_logits call: total seconds, read+build seconds, peak anon bytes."""
+    build_s = 0.0
+    real = stream_module.build_block
+
+    def build(*args, **kwargs):
+        nonlocal build_s
+        t0 = time.perf_counter()
+        block = real(*args, **kwargs)
+        build_s += time.perf_counter() - t0
+        return block
+
+    with mock.patch.object(stream_module, "build_block", build), PeakAnon() as mem:
+        start = time.perf_counter()
+        stream_logits(path, ids, dtype=dtype, progress=False)
+        total = time.perf_counter() - start
+    return {"total": total, "build": build_s, "anon": mem.above}
+
+
+def glm52_nvfp4_headers() -> Checkpoint:
+    """A header-only Checkpoint laid out as nvidia/GLM-5.2-NVFP4 (routed experts of layers 3-77
+    NVFP4, everything else BF16 as in the toy NVFP4 layout): no file behind it."""
+    cfg = Glm52Config.glm52()
+    dense = [f"model.layers.{i}.*" for i, t in enumerate(cfg.mlp_layer_types) if t == "dense"]
+    exclude = ["lm_head", "*mlp.gate*", "*self_attn*", "*shared_experts*", *dense,
+               f"model.layers.{cfg.mtp_layer_index}.*"]  # fmt: skip
+    quant = from_quantization_config(
+        {"quant_method": "modelopt", "quant_algo": "NVFP4", "group_size": 16, "ignore": exclude}
+    )
+    fake = Path("/nonexistent/glm52-nvfp4")
+    tensors: dict[str, TensorInfo] = {}
+    for name, spec in expected_tensors(cfg).items():
+        module = name.removesuffix(".weight")
+        layer = routed_expert_layer(module)
+        if spec.optional:
+            continue
+        if layer is not None and layer != cfg.mtp_layer_index and name.endswith(".weight"):
+            n, k = spec.shape
+            tensors[name] = TensorInfo(name, fake, "U8", (n, k // 2))
+            tensors[f"{module}.weight_scale"] = TensorInfo(f"{module}.weight_scale", fake,
+                                                           "F8_E4M3", (n, k // 16))  # fmt: skip
+            for part in ("weight_scale_2", "input_scale"):
+                tensors[f"{module}.{part}"] = TensorInfo(f"{module}.{part}", fake, "F32", ())
+        else:
+            tensors[name] = TensorInfo(name, fake, spec.dtypes[0], spec.shape)
+    return Checkpoint(fake, cfg, cfg.to_hf_dict(), quant, tensors)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--experts", type=int, default=16)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
+    ap.add_argument("--kinds", default="bf16,nvfp4")
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/glm52-bench-stream"))
+    args = ap.parse_args()
+    dtype = getattr(torch, args.dtype)
+    print(f"python {platform.python_version()}, torch {torch.__version__}, safetensors "
+          f"{safetensors.__version__}, {torch.get_num_threads()} threads, {platform.machine()}")  # fmt: skip
+    ids = torch.randint(0, 384, (1, args.tokens), generator=torch.Generator().manual_seed(0))
+    rates = {}
+    for kind in args.kinds.split(","):
+        path = args.dir / f"real-{args.layers}l-{args.experts}e-{kind}"
+        if not (path / "model.safetensors.index.json").is_file():
+            print(f"writing {path} ...")
+            make_real_width_toy(path, args.layers, nvfp4=kind == "nvfp4", experts=args.experts)
+        ckpt = Checkpoint.open(path)
+        plan = plan_memory(ckpt, 1, args.tokens, dtype)
+        stage, need = plan.worst
+        reads = [plain_read(ckpt) for _ in range(2)]
+        streams = [timed_stream(path, ids, dtype) for _ in range(2)]
+        (read_s, nbytes), run = reads[1], streams[1]
+        layers = ckpt.config.num_hidden_layers
+        rates[kind] = nbytes / run["total"]
+        print(f"\n== {kind}: {path.name}, {nbytes / GB:.2f} GB loaded, {layers} layers, "
+              f"{args.tokens} tokens, {args.dtype}")  # fmt: skip
+        print(f"plain read        : {read_s:6.2f} s  {nbytes / read_s / GB:6.2f} GB/s   "
+              f"(first run {reads[0][0]:.2f} s)")  # fmt: skip
+        print(f"stream_logits     : {run['total']:6.2f} s  {rates[kind] / GB:6.2f} GB/s   "
+              f"(first run {streams[0]['total']:.2f} s)")  # fmt: skip
+        print(
+            f"  ratio           : {read_s / run['total']:.2f} of plain-read bandwidth (goal >= 0.5)"
+        )
+        print(f"  per layer       : {run['total'] / layers:.2f} s (read + build {run['build'] / layers:.2f} s, "
+              f"forward {(run['total'] - run['build']) / layers:.2f} s)")  # fmt: skip
+        print(f"  peak anon memory: {run['anon'] / GB:.2f} GB above start (estimate for the "
+              f"largest stage, {stage}: {need / GB:.2f} GB; weights of all layers "
+              f"{plan.total_weights() / GB:.2f} GB)")  # fmt: skip
+    full = glm52_nvfp4_headers()
+    plan = plan_memory(full, 1, args.tokens, dtype)
+    stage, need = plan.worst
+    size = sum(i.nbytes for i in full.tensors.values())
+    print(f"\n== estimate for nvidia/GLM-5.2-NVFP4 layout ({size / GB:.0f} GB of tensors, "
+          f"{args.tokens} tokens, {args.dtype})")  # fmt: skip
+    print(f"  memory: largest stage {stage} ~{need / GB:.1f} GB (weights "
+          f"{plan.weights[stage] / GB:.1f} GB + activations {(need - plan.weights[stage]) / GB:.2f}"
+          " GB)")  # fmt: skip
+    if "nvfp4" in rates:
+        print(f"  time at this run's NVFP4 rate ({rates['nvfp4'] / GB:.2f} GB/s): "
+              f"~{size / rates['nvfp4'] / 60:.0f} min (reads only the bytes; more routed experts "
+              "per layer hit with more tokens)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
