@@ -27,11 +27,19 @@ def make_toy(
     nvfp4: bool = False,
     progress: bool = True,
     force: bool = False,
+    real_widths: bool = False,
+    experts: int = 16,
 ) -> Path:
     """Write a toy checkpoint (config, sharded safetensors + index, tokenizer, chat template).
     ``out`` must be new or empty, or hold an earlier toy (its ``.glm52-toy`` marker) and ``force``
-    be set; nothing else in it is ever removed (``toy.writer.atomic_directory``)."""
+    be set; nothing else in it is ever removed (``toy.writer.atomic_directory``).
+    ``real_widths``: GLM-5.2's own widths (hidden 6144, 64 heads, ...) with ``layers`` (1-10)
+    layers of ``experts`` routed experts, for benchmarks (``toy.real_widths``; GBs on disk)."""
     check_output_dir(Path(os.path.abspath(out)), force)  # refuse before building any tensor
+    if real_widths:
+        from glm52_plugin.toy.real_widths import make_real_width_toy
+
+        return make_real_width_toy(out, layers, seed, nvfp4, progress, experts, force=force)
     cfg = Glm52Config.toy(layers)
     tensors = toy_state_dict(cfg, seed)
     config = cfg.to_hf_dict()

@@ -116,6 +116,7 @@ def make_real_width_toy(
     progress: bool = True,
     experts: int = 16,
     dense_layers: int = 1,
+    force: bool = False,
 ) -> Path:
     """Write the checkpoint (config, one safetensors shard per layer + index, tokenizer)."""
     from glm52_plugin.toy.nvfp4 import quantization_config
@@ -139,7 +140,7 @@ def make_real_width_toy(
     weight_map: dict[str, str] = {}
     total = 0
     out = Path(out)
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, force=force) as tmp:
         bar = tqdm(stages, desc=f"writing {out.name}", unit="shard", disable=not progress)
         for i, specs in enumerate(bar, 1):
             tensors = {name: _init(name, shape, gen) for name, shape in specs}

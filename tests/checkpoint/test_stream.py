@@ -136,3 +136,29 @@ def test_glm52_config_parts_grouping_matches_headers_only_validation(nvfp4_toys)
     assert all(parts >= {"weight", "weight_scale", "weight_scale_2"}
                for parts in ckpt.nvfp4_parts().values())  # fmt: skip
     assert isinstance(ckpt.config, Glm52Config)
+
+
+def test_real_width_config_has_glm52s_widths_and_fewer_layers_and_experts() -> None:
+    from glm52_plugin.toy.real_widths import real_width_config_dict
+
+    cfg = Glm52Config.from_dict(real_width_config_dict(layers=4, experts=16))
+    real = Glm52Config.glm52()
+    widths = ("hidden_size", "num_attention_heads", "q_lora_rank", "kv_lora_rank",
+              "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_n_heads",
+              "index_head_dim", "index_topk", "moe_intermediate_size", "intermediate_size",
+              "n_shared_experts", "num_experts_per_tok")  # fmt: skip
+    assert {w: getattr(cfg, w) for w in widths} == {w: getattr(real, w) for w in widths}
+    assert (cfg.hidden_size, cfg.num_attention_heads, cfg.index_topk) == (6144, 64, 2048)
+    assert (cfg.num_hidden_layers, cfg.n_routed_experts, cfg.mtp_layer_index) == (4, 16, None)
+    assert cfg.indexer_types == real.indexer_types[:4]
+    assert [cfg.is_moe_layer(i) for i in range(4)] == [False, True, True, True]
+
+
+def test_make_toy_cli_checks_layers_before_writing(tmp_path, capsys) -> None:
+    from glm52_plugin.cli.main import main
+
+    assert main(["make-toy", str(tmp_path / "a"), "--layers", "3"]) == 2
+    assert main(["make-toy", str(tmp_path / "b"), "--real-widths", "--layers", "11"]) == 2
+    assert "--real-widths needs 1 <= --layers <= 10" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    assert not (tmp_path / "b").exists()
