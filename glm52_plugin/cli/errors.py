@@ -8,6 +8,8 @@ codes themselves, so the convention lives in one place.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class CliError(Exception):
     """Base of the errors ``glm52`` reports as one line; ``exit_code`` is the process exit status."""
@@ -25,3 +27,13 @@ class CommandError(CliError):
     """The command could not do its job (bad file, unreachable server, too little memory): exit 1."""
 
     exit_code = 1
+
+
+def checkpoint_dir(path: str | Path) -> Path:
+    """``path`` if it is a folder, else the one error every command gives for a missing one."""
+    path = Path(path)
+    if not path.exists():
+        raise CommandError(f"{path}: no such checkpoint folder")
+    if not path.is_dir():
+        raise CommandError(f"{path}: not a folder (a checkpoint is a folder with config.json)")
+    return path

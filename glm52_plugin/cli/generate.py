@@ -4,51 +4,138 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
-import torch
+from glm52_plugin.cli.errors import CommandError, UsageError, checkpoint_dir
 
 DEFAULT_PROMPT = "Explain step by step why the sky is blue during the day and red at sunset."
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = ("float32", "bfloat16")
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2}
+TOY_LAYERS = (2, 8)
+TOY_NOTE = "note: toy checkpoint with random weights: garbled output is expected, not a bug"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="checkpoint dir (default: build or reuse a toy checkpoint)")
-    p.add_argument("--layers", type=int, choices=(2, 8), default=2, help="toy depth")
-    p.add_argument("--nvfp4", action="store_true", help="use the NVFP4 toy checkpoint")
+    p.add_argument("--layers", type=int, choices=TOY_LAYERS,
+                   help="toy depth when --model is not given (default 2)")  # fmt: skip
+    p.add_argument("--nvfp4", action="store_true",
+                   help="use the NVFP4 toy checkpoint (without --model)")  # fmt: skip
     p.add_argument("--packed-experts", action="store_true",
                    help="NVFP4 checkpoints: keep routed experts packed, decode per call "
                         "(~2.3x less memory for them, slower)")  # fmt: skip
-    p.add_argument("--prompt", default=DEFAULT_PROMPT, help="user message")
+    p.add_argument("--prompt", default=DEFAULT_PROMPT, help="user message (not empty)")
     p.add_argument("--no-think", action="store_true", help="chat template with thinking off")
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (>= 1)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; must be >= 0")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass, in (0, 1]")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--mtp", type=int, default=0, metavar="K",
-                   help="MTP speculative decoding with K draft tokens")  # fmt: skip
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+                   help="MTP speculative decoding with K >= 0 draft tokens (0 = off)")  # fmt: skip
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="compute dtype")
+    p.add_argument("--max-memory-gb", type=float,
+                   help="refuse to load a checkpoint whose weights need more than this "
+                        "(default: the memory available now)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
+def validate(args: argparse.Namespace) -> None:
+    """Every option checked before anything loads; one UsageError listing each problem."""
+    problems = []
+    if args.model is not None and (args.layers is not None or args.nvfp4):
+        given = " and ".join(f for f, on in (("--layers", args.layers is not None),
+                                              ("--nvfp4", args.nvfp4)) if on)  # fmt: skip
+        problems.append(f"{given} choose the built-in toy and cannot apply to --model")
+    if args.mtp < 0:
+        problems.append(f"--mtp must be >= 0 draft tokens (got {args.mtp})")
+    if args.max_new_tokens < 1:
+        problems.append(f"--max-new-tokens must be >= 1 (got {args.max_new_tokens})")
+    if not (args.temperature >= 0 and math.isfinite(args.temperature)):
+        problems.append(f"--temperature must be a finite number >= 0 (got {args.temperature})")
+    if not 0 < args.top_p <= 1:
+        problems.append(f"--top-p must be in (0, 1] (got {args.top_p})")
+    if not args.prompt.strip():
+        problems.append("--prompt is empty")
+    if args.max_memory_gb is not None and not args.max_memory_gb > 0:
+        problems.append(f"--max-memory-gb must be > 0 (got {args.max_memory_gb})")
+    if problems:
+        raise UsageError("; ".join(problems))
+
+
+def available_memory_bytes() -> int:
+    """Memory this process could take now: MemAvailable on Linux, else physical memory."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def weight_bytes_in_memory(path: Path, dtype: str, packed_experts: bool) -> int:
+    """What the reference model's weights take once loaded, from the safetensors headers:
+    floating tensors in ``dtype``; NVFP4 codes (uint8, two values a byte) dequantised to ``dtype``
+    unless ``packed_experts`` keeps them packed."""
+    from glm52_plugin.checkpoint import Checkpoint
+
+    size = DTYPE_BYTES[dtype]
+    total = 0
+    for info in Checkpoint.open(path).tensors.values():
+        if info.dtype == "U8":
+            total += info.nbytes if packed_experts else 2 * info.numel * size
+        elif info.dtype.startswith("F8"):
+            total += info.nbytes  # block scales: folded into the weights or kept beside them
+        else:
+            total += info.numel * size
+    return total
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def check_fits(path: Path, args: argparse.Namespace) -> None:
+    need = weight_bytes_in_memory(path, args.dtype, args.packed_experts)
+    have = available_memory_bytes() if args.max_memory_gb is None else int(args.max_memory_gb * 1e9)
+    if need > have:
+        where = "available on this machine" if args.max_memory_gb is None else "--max-memory-gb"
+        raise CommandError(
+            f"{path}: loading its weights needs about {_size(need)} as {args.dtype}, more "
+            f"than the {_size(have)} {where}. To check logits of a checkpoint this size, "
+            "use glm52_plugin.reference.stream_logits(path, input_ids), which holds one layer at "
+            "a time, or `glm52 verify` against a served model"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
+    validate(args)
+    import torch
     from tokenizers import Tokenizer
 
+    from glm52_plugin.config import Glm52Config
     from glm52_plugin.reference import Glm52ForCausalLM
     from glm52_plugin.reference.generate import Sampler, generate
     from glm52_plugin.schedule import render_schedule
     from glm52_plugin.toy import ensure_toy
     from glm52_plugin.toy.chat import render_chat
+    from glm52_plugin.toy.writer import MARKER
 
-    path = Path(args.model) if args.model else ensure_toy(args.layers, nvfp4=args.nvfp4)
-    model = Glm52ForCausalLM.from_pretrained(
-        path, dtype=DTYPES[args.dtype], packed_experts=args.packed_experts
-    )
-    cfg = model.config
+    if args.model is None:
+        path = ensure_toy(args.layers or TOY_LAYERS[0], nvfp4=args.nvfp4)
+        is_toy = True
+    else:
+        path = checkpoint_dir(args.model)
+        is_toy = (path / MARKER).is_file()
+    cfg = Glm52Config.from_pretrained(path)
     tok_file = path / "tokenizer.json"
     if not tok_file.is_file():
-        raise FileNotFoundError(f"{tok_file}: checkpoint has no tokenizer.json")
+        raise CommandError(f"{tok_file}: checkpoint has no tokenizer.json")
     tokenizer = Tokenizer.from_file(str(tok_file))
     template = (
         (path / "chat_template.jinja").read_text()
@@ -58,6 +145,19 @@ def run(args: argparse.Namespace) -> int:
     prompt = render_chat([{"role": "user", "content": args.prompt}],
                          enable_thinking=not args.no_think, template=template)  # fmt: skip
     ids = torch.tensor([tokenizer.encode(prompt, add_special_tokens=False).ids])
+    positions = cfg.max_position_embeddings
+    if ids.shape[1] + args.max_new_tokens > positions:
+        raise CommandError(
+            f"the prompt is {ids.shape[1]:,} tokens; with --max-new-tokens "
+            f"{args.max_new_tokens:,} that exceeds the {positions:,} positions of {path} "
+            "(max_position_embeddings): shorten the prompt or generate fewer tokens"
+        )
+    check_fits(path, args)
+    if is_toy:
+        print(TOY_NOTE, file=sys.stderr)
+    model = Glm52ForCausalLM.from_pretrained(
+        path, dtype=getattr(torch, args.dtype), packed_experts=args.packed_experts
+    )
     sampler = Sampler(args.temperature, args.top_p, torch.Generator().manual_seed(args.seed))
     result = generate(model, ids, args.max_new_tokens, sampler, cfg.eos_token_id, args.mtp)
     text = tokenizer.decode(result.tokens[0], skip_special_tokens=False)
@@ -77,6 +177,12 @@ def run(args: argparse.Namespace) -> int:
           f"decode {result.decode_tokens_per_second:.1f} tokens/s ({args.dtype}, CPU threads "
           f"{torch.get_num_threads()})")  # fmt: skip
     if args.mtp:
-        print(f"MTP: {result.accepted}/{result.drafted} draft tokens accepted "
-              f"({result.acceptance_rate:.0%}); random toy weights accept rarely")  # fmt: skip
+        print_mtp(result, args.mtp, is_toy)
     return 0
+
+
+def print_mtp(result: Any, k: int, is_toy: bool) -> None:
+    """The MTP summary of ``glm52 generate --mtp K``: the place for per-position acceptance."""
+    note = "; random toy weights accept rarely" if is_toy else ""
+    print(f"MTP: {result.accepted}/{result.drafted} draft tokens accepted "
+          f"({result.acceptance_rate:.0%}){note}")  # fmt: skip

@@ -4,13 +4,35 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
+
+from glm52_plugin.cli.errors import CommandError, checkpoint_dir
+
+EXAMPLES = 3  # findings shown per group without --verbose
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", type=Path, help="HF checkpoint directory")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--verbose", action="store_true",
+                   help=f"list every finding, not one line per kind with {EXAMPLES} examples")  # fmt: skip
+
+
+def group_findings(issues: list[Any]) -> list[dict[str, Any]]:
+    """Findings of one kind (same level, same message once numbers are blanked out) as one group:
+    ``{"level", "message", "count", "where"}``, in order of first appearance."""
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for issue in issues:
+        key = (issue.level, re.sub(r"\d+", "#", issue.message))
+        g = groups.setdefault(key, {"level": issue.level, "message": issue.message,
+                                    "count": 0, "where": []})  # fmt: skip
+        g["count"] += 1
+        g["where"].append(issue.where)
+        if g["message"] != issue.message:
+            g["message"] = key[1]  # the messages differ in numbers only: show the pattern
+    return list(groups.values())
 
 
 def summarize(directory: Path) -> dict[str, Any]:
@@ -79,6 +101,7 @@ def summarize(directory: Path) -> dict[str, Any]:
         "total_bytes": sum(i.nbytes for i in ckpt.tensors.values()),
         "errors": [str(i) for i in report.errors],
         "warnings": [str(i) for i in report.issues if i.level == "warning"],
+        "findings": group_findings([i for i in report.issues if i.level in ("error", "warning")]),
     }
 
 
@@ -86,21 +109,24 @@ def run(args: argparse.Namespace) -> int:
     from glm52_plugin.checkpoint import CheckpointError
 
     try:
-        s = summarize(args.dir)
+        s = summarize(checkpoint_dir(args.dir))
     except CheckpointError as e:
-        if args.json:
+        if args.json:  # a machine reader still gets JSON; the error line goes to stderr as always
             print(json.dumps({"directory": str(args.dir), "errors": [str(e)]}, indent=2))
-        else:
-            print(f"error: {e}")
-        return 1
+        raise CommandError(str(e)) from e
     if args.json:
         print(json.dumps(s, indent=2))
     else:
-        _print(s)
-    return 1 if s["errors"] else 0
+        _print(s, args.verbose)
+    if s["errors"]:
+        n = len(s["errors"])
+        raise CommandError(
+            f"{args.dir}: {n} error{'s' * (n != 1)} in the checkpoint (listed above)"
+        )
+    return 0
 
 
-def _print(s: dict[str, Any]) -> None:
+def _print(s: dict[str, Any], verbose: bool = False) -> None:
     d, ix = s["dims"], s["indexshare"]
     print(f"{s['directory']}: {s['architecture']}, {s['files']} files, {s['tensors']} tensors")
     print("dims: " + ", ".join(f"{k}={v}" for k, v in d.items()))
@@ -117,7 +143,12 @@ def _print(s: dict[str, Any]) -> None:
             print(f"{group:<18}{prec:<10}{v['params']:>16,}{v['bytes']:>16,}")
     print(f"total: {s['total_params']:,} params, {s['total_bytes']:,} bytes, "
           f"{s['nvfp4_linears']} NVFP4 linears")  # fmt: skip
-    for w in s["warnings"]:
-        print(w)
-    for e in s["errors"]:
-        print(e)
+    for g in s["findings"]:
+        if g["count"] == 1 or verbose:
+            for where in g["where"]:
+                print(f"{g['level']}: {where}: {g['message']}")
+            continue
+        shown = "; ".join(g["where"][:EXAMPLES])
+        print(
+            f"{g['level']}: {g['message']}: {g['count']} times, e.g. {shown} (--verbose lists all)"
+        )

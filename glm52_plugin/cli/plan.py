@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from glm52_plugin.cli.errors import CommandError, UsageError
+from glm52_plugin.cli.errors import CommandError, UsageError, checkpoint_dir
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.plan.gpus import GPUS, find_gpu
 from glm52_plugin.plan.kv import ENGINE_VERSIONS, ENGINES, KV_BYTES
@@ -51,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint:
         from glm52_plugin.checkpoint import Checkpoint
 
-        ckpt = Checkpoint.open(args.checkpoint)  # CheckpointError: one line from cli.main
+        ckpt = Checkpoint.open(
+            checkpoint_dir(args.checkpoint)
+        )  # CheckpointError: one line from cli.main
         cfg, precision = ckpt.config, "nvfp4" if ckpt.quant else "bf16"
     try:
         r = plan(cfg, args.gpu, args.tp, args.dp, args.ep, args.context, args.batch,

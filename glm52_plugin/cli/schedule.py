@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from glm52_plugin.config import Glm52Config
-from glm52_plugin.schedule import render_schedule
+from glm52_plugin.cli.errors import checkpoint_dir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,7 +15,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = Glm52Config.from_pretrained(args.path) if args.path else Glm52Config.glm52()
+    from glm52_plugin.config import Glm52Config
+    from glm52_plugin.schedule import render_schedule
+
+    if args.path is None:
+        cfg = Glm52Config.glm52()
+    else:
+        path = Path(args.path)
+        cfg = Glm52Config.from_pretrained(path if path.is_file() else checkpoint_dir(path))
     if args.json:
         print(json.dumps({"indexer_types": list(cfg.indexer_types),
                           "full_layers": list(cfg.full_layers)}))  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from tests.checkpoint.conftest import (  # noqa: F401
     edit_tensors,
     nvfp4_toys,
 )
+from tests.cli.helpers import glm52
 
 
 def _recount(path):
@@ -41,7 +43,7 @@ def test_inspect_nvfp4_toy(capsys, nvfp4_toys, layers):  # noqa: F811
     assert (s["tensors"], s["total_bytes"], s["total_params"], s["nvfp4_linears"]) == _recount(path)
     assert s["errors"] == []
     assert s["indexshare"]["agrees"]
-    full = {2: [0], 8: [0, 1, 2, 6]}[layers]  # spec 16.1 / 16.2
+    full = {2: [0], 8: [0, 1, 2, 6]}[layers]  # toy schedules: freq 4, offset 3 for 8 layers
     assert s["indexshare"]["full_layers"] == full
     assert s["indexshare"]["indexer_tensors_on_layers"] == [*full, layers]
     assert set(s["precision"]["routed experts"]) == {"NVFP4"}
@@ -73,7 +75,11 @@ def test_inspect_flags_extra_indexer_and_errors(capsys, copy_toy):  # noqa: F811
 
     edit_tensors(path, lambda t: t.pop("model.norm.weight", None))
     assert main(["inspect", str(path)]) == 1
-    assert "model.norm.weight: missing" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "model.norm.weight: missing" in captured.out
+    assert (
+        captured.err == f"glm52 inspect: error: {path}: 1 error in the checkpoint (listed above)\n"
+    )
 
 
 def test_inspect_truncated_exits_nonzero(capsys, copy_toy):  # noqa: F811
@@ -81,4 +87,53 @@ def test_inspect_truncated_exits_nonzero(capsys, copy_toy):  # noqa: F811
     shard = sorted(path.glob("*.safetensors"))[0]
     shard.write_bytes(shard.read_bytes()[:-10])
     assert main(["inspect", str(path)]) == 1
-    assert "truncated" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert captured.err.startswith("glm52 inspect: error: ")
+    assert "truncated" in captured.err
+
+
+def test_repeated_findings_are_one_line_with_three_examples(capsys, copy_toy):  # noqa: F811
+    # A checkpoint saved in float16: every BF16 tensor says "dtype F16, expected BF16" (float32,
+    # what transformers writes for some modules, is accepted as a lossless widening).
+    path = copy_toy(2)
+
+    def to_f16(t):
+        for name, value in t.items():
+            if value.dtype == torch.bfloat16:
+                t[name] = value.half()
+
+    edit_tensors(path, to_f16)
+    assert main(["inspect", str(path), "--json"]) in (0, 1)
+    s = json.loads(capsys.readouterr().out)
+    f16 = [w for w in s["warnings"] + s["errors"] if w.endswith("dtype F16, expected BF16")]
+    assert len(f16) > 20
+    assert main(["inspect", str(path)]) in (0, 1)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "F16, expected BF16:" in line]
+    assert len(lines) == 1
+    assert f"{len(f16)} times, e.g. " in lines[0]
+    assert lines[0].count(".safetensors") == 3  # three examples, "file: tensor" each
+    assert "(--verbose lists all)" in lines[0]
+    assert main(["inspect", str(path), "--verbose"]) in (0, 1)
+    lines = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.endswith("dtype F16, expected BF16")
+    ]
+    assert len(lines) == len(f16)
+
+
+def test_a_checkpoint_without_mtp_is_one_warning_and_exit_0(toy_checkpoints, tmp_path):
+    path = tmp_path / "no-mtp"
+    shutil.copytree(toy_checkpoints[2], path)
+    mtp = json.loads((path / "config.json").read_text())["num_hidden_layers"]
+    edit_tensors(
+        path, lambda t: [t.pop(n) for n in list(t) if n.startswith(f"model.layers.{mtp}.")]
+    )
+    result = glm52("inspect", str(path))
+    assert result.returncode == 0, result.stderr
+    findings = [
+        line for line in result.stdout.splitlines() if line.startswith(("warning", "error"))
+    ]
+    assert len(findings) == 1, findings
+    assert "MTP" in findings[0]
+    assert result.stderr == ""
