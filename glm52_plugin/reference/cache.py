@@ -58,13 +58,6 @@ class LayerCache:
             # draft steps that reuse top-k write no indexer keys; never extend past them
             self.index_k.truncate(min(length, self.index_k.length))
 
-    def nbytes(self) -> int:
-        total = 0
-        for buf in (self.kv, self.index_k):
-            if buf is not None and buf.data is not None:
-                total += buf.length * buf.data[:, :1].numel() * buf.data.element_size()
-        return total
-
 
 class ModelCache:
     """Caches for every decoder layer plus the MTP layer (which has its own latent cache)."""
@@ -80,54 +73,3 @@ class ModelCache:
     def truncate(self, length: int, layers: range | None = None) -> None:
         for i in layers if layers is not None else range(len(self.layers)):
             self.layers[i].truncate(length)
-
-    def nbytes(self) -> int:
-        return sum(c.nbytes() for c in self.layers)
-
-
-class StaticBuffer:
-    """A fixed-capacity [B, N, X] buffer for the compiled decode step: ``append`` writes the new
-    rows at ``positions`` in place and returns all N rows, so every tensor shape is independent of
-    the fill length and one compiled graph serves the whole generation.
-
-    Rows not yet written must be zeros: the indexer's and attention's causal masks exclude them,
-    but a masked softmax weight of 0 times a NaN row of uninitialised memory would still be NaN.
-    """
-
-    def __init__(self, data: Tensor, positions: Tensor) -> None:
-        self.data, self.positions = data, positions
-
-    def append(self, x: Tensor) -> Tensor:
-        self.data.index_copy_(1, self.positions, x)
-        return self.data
-
-
-class StaticLayerCache:
-    """``LayerCache``'s interface (``kv`` / ``index_k`` with ``append``) over fixed-capacity buffers."""
-
-    def __init__(self, kv: Tensor, index_k: Tensor | None, positions: Tensor) -> None:
-        self.kv = StaticBuffer(kv, positions)
-        self.index_k = StaticBuffer(index_k, positions) if index_k is not None else None
-
-
-class StaticCache:
-    """Fixed-capacity copies of a prefilled ``ModelCache``'s main-model layers (MTP layer excluded),
-    zero beyond the prefill, plus the number of positions written so far."""
-
-    def __init__(self, cache: ModelCache, num_layers: int, capacity: int) -> None:
-        if capacity < cache.length:
-            raise ValueError(f"capacity {capacity} < {cache.length} cached tokens")
-        self.length = cache.length
-        self.capacity = capacity
-        self.kv: list[Tensor] = []
-        self.index_k: list[Tensor | None] = []
-        for layer in cache.layers[:num_layers]:
-            self.kv.append(_padded(layer.kv.view(), capacity))
-            idx = layer.index_k
-            self.index_k.append(_padded(idx.view(), capacity) if idx is not None else None)
-
-
-def _padded(x: Tensor, capacity: int) -> Tensor:
-    out = x.new_zeros(x.shape[0], capacity, x.shape[2])
-    out[:, : x.shape[1]] = x
-    return out

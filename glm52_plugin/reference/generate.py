@@ -10,16 +10,12 @@ speculative output equals plain greedy output token for token.
 from __future__ import annotations
 
 import time
-import warnings
-import weakref
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from glm52_plugin.reference.cache import ModelCache, StaticCache
-from glm52_plugin.reference.layers import MoE
+from glm52_plugin.reference.compiled import CompiledDecoder
 from glm52_plugin.reference.model import Glm52ForCausalLM
 
 
@@ -126,65 +122,6 @@ def _plain(model, input_ids, max_new_tokens, sampler, stop_ids, compile=False) -
     if decoder is not None:
         result.compile_seconds, result.compiled = decoder.compile_seconds, decoder.compiled
     return result
-
-
-# Inductor settings of the compiled decode step. cpp_wrapper: the graph's ~100 kernel and GEMM
-# calls are issued from C++ instead of a Python wrapper, which on a toy-sized model costs as much
-# as the kernels themselves.
-COMPILE_OPTIONS: dict[str, Any] = {"cpp_wrapper": True}
-
-# one compiled step per model: recompiling for every generate() call would cost seconds each
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-class CompiledDecoder:
-    """Single-token decode steps of ``model`` through ``torch.compile`` (inductor).
-
-    The prefilled ``cache`` is copied into fixed-capacity buffers (``StaticCache``) so the step is
-    one graph without host syncs whose shapes do not change as the context grows; the capacity is
-    a dynamic dimension, so other capacities reuse the graph. Compilation happens here, in the
-    constructor, timed as ``compile_seconds``: a warm-up step at the next free position (which the
-    first real step then overwrites). If it fails, a warning is issued and the steps run the same
-    function eagerly (``compiled`` False). ``cache`` itself is not advanced. The weights must not
-    change while a decoder is in use (the graph holds fused copies of them).
-    """
-
-    def __init__(self, model: Glm52ForCausalLM, cache: ModelCache, capacity: int) -> None:
-        self.model = model
-        if capacity <= cache.length:
-            raise ValueError(f"capacity {capacity}: no room after {cache.length} cached tokens")
-        self.static = StaticCache(cache, model.config.num_hidden_layers, capacity)
-        for m in model.modules():
-            if isinstance(m, MoE):
-                m.stacked_experts()  # built eagerly: the traced graph cannot check staleness
-        fn = _COMPILED.get(model)
-        if fn is None:
-            fn = torch.compile(model.decode_static, dynamic=True, options=COMPILE_OPTIONS)
-            _COMPILED[model] = fn
-        t0 = time.perf_counter()
-        self.compiled = True
-        try:
-            self._call(fn, torch.zeros(cache.layers[0].kv.view().shape[0], 1, dtype=torch.long))
-            self._fn = fn
-        except Exception as e:  # no C++ compiler, an unsupported op, ...: same step, eagerly
-            msg = f"torch.compile of the decode step failed, running it eagerly: {e!r}"
-            warnings.warn(msg, stacklevel=2)
-            self.compiled = False
-            self._fn = model.decode_static
-        self.compile_seconds = time.perf_counter() - t0
-
-    def _call(self, fn, tok: Tensor) -> Tensor:
-        s = self.static
-        if s.length >= s.capacity:
-            raise ValueError(f"CompiledDecoder: capacity {s.capacity} reached")
-        with torch.inference_mode():
-            return fn(tok, torch.tensor([s.length]), s.kv, s.index_k)
-
-    def step(self, tok: Tensor) -> Tensor:
-        """tok [B, 1] at the next position -> logits [B, 1, V] fp32."""
-        logits = self._call(self._fn, tok)
-        self.static.length += 1
-        return logits
 
 
 def _speculative(model, input_ids, max_new_tokens, sampler, stop_ids, k) -> GenerationResult:

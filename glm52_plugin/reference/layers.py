@@ -5,7 +5,8 @@ Follows transformers 5.23 ``modeling_glm_moe_dsa.py``, vLLM 0.33 ``deepseek_v2.p
 DeepSeek-V3.2-Exp ``inference/model.py`` (``Indexer``, ``MLA``) with GLM's deltas: interleaved RoPE
 in both MLA and indexer, IndexShare (shared layers own no indexer and reuse the previous full
 layer's top-k). Attention gathers only the selected cache rows, so its cost grows with index_topk,
-not with context. Spec sections 2-7. Shape legend as in ``model.py``.
+not with context. Plain modules only: the fused, stacked and compiled decode step is
+``compiled.py``. Shape legend as in ``model.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glm52_plugin.config import Glm52Config, yarn_mscale
-from glm52_plugin.reference.cache import LayerCache, StaticLayerCache
+from glm52_plugin.reference.cache import LayerCache
 
 
 class RMSNorm(nn.Module):
@@ -91,62 +92,29 @@ def _yarn(cfg: Glm52Config, pos_freqs: Tensor, dim: int) -> tuple[Tensor, float]
 def apply_rope_interleaved(x: Tensor, cis: Tensor) -> Tensor:
     """Rotate pairs (2i, 2i+1) of x [B, S, ..., R] by angle i; cis complex [S, R/2].
 
-    A pair is one complex number, so the rotation (x1 cos - x2 sin, x2 cos + x1 sin) is one
-    complex multiply. Pairs stay in place (engine cache layout); transformers emits
-    [evens | odds] instead, the same permutation on q and k, so attention scores are identical.
+    A pair (x1, x2) is the complex number x1 + i x2, rotated by one complex multiply written in
+    real arithmetic, (x1 cos - x2 sin, x2 cos + x1 sin), so Inductor can compile it too. Pairs
+    stay in place (engine cache layout); transformers emits [evens | odds] instead, the same
+    permutation on q and k, so attention scores are identical.
     """
     shape = (1, cis.shape[0]) + (1,) * (x.dim() - 3) + (cis.shape[1],)
-    xf = x if x.dtype == torch.float32 else x.float()
-    if torch.compiler.is_compiling():
-        # inductor generates no code for complex ops: the same products in real arithmetic
-        re, im = xf.unflatten(-1, (-1, 2)).unbind(-1)
-        c, s = cis.real.view(shape), cis.imag.view(shape)
-        out = torch.stack((re * c - im * s, re * s + im * c), -1)
-        return out.flatten(-2) if x.dtype == torch.float32 else out.flatten(-2).to(x.dtype)
-    out = torch.view_as_real(torch.view_as_complex(xf.unflatten(-1, (-1, 2))) * cis.view(shape))
-    return out.flatten(-2) if x.dtype == torch.float32 else out.flatten(-2).to(x.dtype)
-
-
-class FusedWeight:
-    """Row-concatenation of several weights, rebuilt only when one of them changes: one GEMM where
-    the engines fuse too (q_a + kv_a + indexer wk, gate + up). Not a module: no checkpoint key."""
-
-    def __init__(self) -> None:
-        self._key: tuple | None = None
-        self._value: Tensor | None = None
-
-    def get(self, *weights: Tensor) -> Tensor:
-        if torch.compiler.is_compiling():
-            # a traced graph cannot check data pointers; the compiled decoder runs after an eager
-            # prefill (which built the value) and is documented to need unchanged weights
-            return self._value if self._value is not None else torch.cat(weights)
-        key = tuple((w.data_ptr(), w._version, w.dtype) for w in weights)
-        if key != self._key or self._value is None:
-            self._value = torch.cat([w.detach() for w in weights])
-            self._key = key
-        return self._value
+    re, im = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+    cos, sin = cis.real.view(shape), cis.imag.view(shape)
+    out = torch.stack((re * cos - im * sin, re * sin + im * cos), -1)
+    return out.flatten(-2).to(x.dtype)
 
 
 class MLP(nn.Module):
     """SwiGLU: down(silu(gate(x)) * up(x)). Dense FFN, each routed expert and the shared expert."""
 
-    def __init__(
-        self, hidden: int, inter: int, dtype: torch.dtype | None = None, fuse: bool = True
-    ) -> None:
+    def __init__(self, hidden: int, inter: int, dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.gate_proj = nn.Linear(hidden, inter, bias=False, dtype=dtype)
         self.up_proj = nn.Linear(hidden, inter, bias=False, dtype=dtype)
         self.down_proj = nn.Linear(inter, hidden, bias=False, dtype=dtype)
-        # routed experts stay unfused: a fused copy would double the largest weights
-        self._gate_up = FusedWeight() if fuse else None
 
     def forward(self, x: Tensor) -> Tensor:
-        if self._gate_up is None:
-            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-        gate, up = F.linear(x, self._gate_up.get(self.gate_proj.weight, self.up_proj.weight)).chunk(
-            2, -1
-        )
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class Gate(nn.Module):
@@ -190,66 +158,22 @@ class MoE(nn.Module):
         super().__init__()
         d, inter = cfg.hidden_size, cfg.moe_intermediate_size
         self.gate = Gate(cfg, dtype)
-        self.experts = nn.ModuleList(
-            MLP(d, inter, dtype, fuse=False) for _ in range(cfg.n_routed_experts)
-        )
+        self.experts = nn.ModuleList(MLP(d, inter, dtype) for _ in range(cfg.n_routed_experts))
         self.shared_experts = MLP(d, inter * cfg.n_shared_experts, dtype)
-        self._stacked: tuple[Tensor, Tensor] | None = None  # see stacked_experts()
-        self._stacked_key: tuple | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])  # [N, D]
         weights, ids = self.gate(flat)  # [N, A]
         out = self.shared_experts(flat)
-        if flat.shape[0] == 1 and torch.compiler.is_compiling():
-            return self._decode_stacked(flat, weights, ids, out).view(shape)
-        if flat.shape[0] == 1:  # decode: no grouping work, just the A chosen experts
-            for e, w in zip(ids[0].tolist(), weights[0], strict=True):
-                out = out + (self.experts[e](flat) * w).to(out.dtype)
-            return out.view(shape)
         routed = torch.zeros_like(flat)
-        # Loop over the experts actually hit: cost follows the active experts, not E.
+        # Loop over the experts actually hit (in ascending id order): cost follows the active
+        # experts, not E.
         for e in ids.unique().tolist():
             token, slot = (ids == e).nonzero(as_tuple=True)
             y = self.experts[e](flat[token]) * weights[token, slot, None]
             routed.index_add_(0, token, y.to(routed.dtype))
         return (routed + out).view(shape)
-
-    def stacked_experts(self) -> tuple[Tensor, Tensor]:
-        """(gate | up [E, 2I, D], down [E, D, I]): a stacked copy of the routed experts, so a
-        compiled decode step picks its A experts by indexing instead of a host-synced Python loop.
-
-        Built on the first call (the compiled decoder calls it before tracing). It doubles the
-        routed experts' memory, so only the opt-in compiled path uses it.
-        """
-        experts = list(self.experts)
-        weights = [w for e in experts for w in (e.gate_proj.weight, e.up_proj.weight)]
-        weights += [e.down_proj.weight for e in experts]
-        key = tuple((w.data_ptr(), w._version) for w in weights)
-        if self._stacked is None or key != self._stacked_key:
-            self._stacked, self._stacked_key = self._stack(), key
-        return self._stacked
-
-    def _stack(self) -> tuple[Tensor, Tensor]:
-        experts = list(self.experts)
-        gate_up = torch.stack([torch.cat((e.gate_proj.weight, e.up_proj.weight)) for e in experts])
-        down = torch.stack([e.down_proj.weight for e in experts])
-        return gate_up.detach(), down.detach()
-
-    def _decode_stacked(self, flat: Tensor, weights: Tensor, ids: Tensor, out: Tensor) -> Tensor:
-        """out [1, D] (the shared expert's) plus one token's routed experts, from the stacked
-        weights: the A experts are picked by indexing, with no host sync."""
-        # a graph traced without stacked_experts() first (someone compiling the model directly)
-        # stacks inside the graph: correct, but a copy of every expert per step
-        stacked = self._stacked if self._stacked is not None else self._stack()
-        gate_up, down = stacked[0][ids[0]], stacked[1][ids[0]]  # [A, 2I, D], [A, D, I]
-        g, u = torch.matmul(gate_up, flat[0]).chunk(2, -1)  # [A, I] each
-        y = torch.matmul(down, (F.silu(g) * u)[..., None])[..., 0]  # [A, D]
-        y = (y * weights[0, :, None]).to(out.dtype)
-        for a in range(y.shape[0]):  # A is static: the eager loop's accumulation order
-            out = out + y[a : a + 1]
-        return out
 
 
 # Query rows per chunk: bounds the [rows, K, C] gather and the [rows, H_I, T] indexer scores.
@@ -285,7 +209,7 @@ class Indexer(nn.Module):
         cq: Tensor,
         cis: Tensor,
         positions: Tensor,
-        cache: LayerCache | StaticLayerCache,
+        cache: LayerCache,
         wk_x: Tensor | None = None,
     ) -> Tensor:
         """x [B, S, D], cq [B, S, Q] -> top-k key positions int64 [B, S, K], K = min(topk, T).
@@ -317,8 +241,8 @@ def indexer_topk(
     keys = keys.float()
     t = keys.shape[1]
     k_sel = min(topk, t)
-    key_pos = torch.arange(t)
-    out = torch.empty(b, s, k_sel, dtype=torch.long)
+    key_pos = torch.arange(t, device=q.device)
+    out = torch.empty(b, s, k_sel, dtype=torch.long, device=q.device)
     for rows in _chunks(s, q.shape[2] * t):
         scores = torch.matmul(q[:, rows].float(), keys.transpose(1, 2).unsqueeze(1)) * scale
         index = torch.matmul(weights[:, rows].unsqueeze(-2), F.relu(scores)).squeeze(-2)
@@ -355,40 +279,31 @@ class MLA(nn.Module):
         self.o_proj = nn.Linear(h * self.v_dim, d, bias=bias, dtype=dtype)
         # IndexShare: shared layers own no indexer (and no indexer weights in the checkpoint)
         self.indexer = Indexer(cfg, dtype) if has_indexer else None
-        self._x_proj = FusedWeight()  # q_a | kv_a (| indexer wk): one GEMM over x, as engines
 
     def forward(
         self,
         x: Tensor,
         cis: Tensor,
         positions: Tensor,
-        cache: LayerCache | StaticLayerCache,
+        cache: LayerCache,
         prev_topk: Tensor | None,
         run_indexer: bool = True,
+        x_proj: tuple[Tensor, Tensor, Tensor | None] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """x [B, S, D] (normalised) -> (out [B, S, D], top-k used [B, S, K]).
 
-        Shared layers (no indexer) and ``run_indexer=False`` reuse ``prev_topk``.
+        Shared layers (no indexer) and ``run_indexer=False`` reuse ``prev_topk``. ``x_proj`` is
+        (q_a_proj(x), kv_a_proj_with_mqa(x), indexer.wk(x) or None) when the caller computed
+        them in one fused GEMM (the compiled decode step does, as the engines).
         """
         b, s, _ = x.shape
         h, c = self.n_heads, self.kv_rank
         run_indexer = run_indexer and self.indexer is not None
-        weights = [self.q_a_proj.weight, self.kv_a_proj_with_mqa.weight]
-        if run_indexer:
-            weights.append(self.indexer.wk.weight)
-        proj = F.linear(x, self._x_proj.get(*weights))
-        if self.q_a_proj.bias is not None:
-            proj = proj + torch.cat([self.q_a_proj.bias, self.kv_a_proj_with_mqa.bias]
-                                    + [proj.new_zeros(self.indexer.head_dim)] * run_indexer)  # fmt: skip
-        q_a, latent, k_rope, wk_x = proj.split(
-            [
-                self.q_a_proj.out_features,
-                c,
-                self.rope,
-                proj.shape[-1] - self.q_a_proj.out_features - c - self.rope,
-            ],
-            -1,
-        )
+        if x_proj is None:
+            wk_x = self.indexer.wk(x) if run_indexer else None
+            x_proj = self.q_a_proj(x), self.kv_a_proj_with_mqa(x), wk_x
+        q_a, kv_a, wk_x = x_proj
+        latent, k_rope = kv_a.split([c, self.rope], -1)
         cq = self.q_a_layernorm(q_a)  # [B, S, Q], also the indexer's query input
         q = self.q_b_proj(cq).view(b, s, h, self.nope + self.rope)
         q_nope, q_rope = q.split([self.nope, self.rope], dim=-1)
@@ -432,9 +347,9 @@ def sparse_attention(
     """
     b, s, h, _ = q.shape
     t, width = kv.shape[1], kv.shape[2]
-    out = torch.empty(b, s, h, kv_rank, dtype=q.dtype)
+    out = torch.empty(b, s, h, kv_rank, dtype=q.dtype, device=q.device)
     flat_kv = kv.reshape(b * t, width)
-    row_offset = (torch.arange(b) * t)[:, None, None]
+    row_offset = (torch.arange(b, device=q.device) * t)[:, None, None]
     for rows in _chunks(s, topk.shape[-1] * width):
         idx = topk[:, rows]  # [B, s', K]
         kv_rows = slots[idx] if slots is not None else idx + row_offset

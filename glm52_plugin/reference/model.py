@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from glm52_plugin.config import Glm52Config
-from glm52_plugin.reference.cache import LayerCache, ModelCache, StaticLayerCache
+from glm52_plugin.reference.cache import LayerCache, ModelCache
 from glm52_plugin.reference.layers import MLA, MLP, MoE, RMSNorm, Rotary
 
 
@@ -37,7 +37,7 @@ class Block(nn.Module):
         self,
         x: Tensor,
         rope: tuple[Tensor, Tensor],
-        cache: LayerCache | StaticLayerCache,
+        cache: LayerCache,
         prev_topk: Tensor | None,
         run_indexer: bool = True,
     ) -> tuple[Tensor, Tensor]:
@@ -121,7 +121,7 @@ class Glm52ForCausalLM(nn.Module):
         return ModelCache([cfg.has_indexer(i) for i in range(n)])
 
     def _rope(self, start: int, length: int) -> tuple[Tensor, Tensor]:
-        positions = torch.arange(start, start + length)
+        positions = torch.arange(start, start + length, device=self.rotary.inv_freq.device)
         return self.rotary(positions), positions
 
     @torch.inference_mode()
@@ -130,22 +130,11 @@ class Glm52ForCausalLM(nn.Module):
         cache = cache if cache is not None else self.new_cache()
         return self._main(input_ids, self._rope(cache.length, input_ids.shape[1]), cache.layers)
 
-    def decode_static(
-        self, input_ids: Tensor, positions: Tensor, kv: list[Tensor], index_k: list[Tensor | None]
-    ) -> Tensor:
-        """One decode step over fixed-capacity caches (``StaticCache``) -> logits [B, 1, V] fp32.
-
-        input_ids [B, 1] go to ``positions`` [1]; their rows are written into kv / index_k in
-        place. No Python state and no host syncs: this is the function ``torch.compile`` traces.
-        """
-        caches = [StaticLayerCache(k, i, positions) for k, i in zip(kv, index_k, strict=True)]
-        return self._main(input_ids, (self.rotary(positions), positions), caches).logits
-
     def _main(
         self,
         input_ids: Tensor,
         rope: tuple[Tensor, Tensor],
-        caches: list[LayerCache] | list[StaticLayerCache],
+        caches: list[LayerCache],
     ) -> Output:
         x = self.model.embed_tokens(input_ids)
         topk = None  # threaded through layers: shared layers reuse the latest full layer's
