@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -104,12 +105,20 @@ class Glm52ForCausalLM(nn.Module):
         dtype: torch.dtype = torch.bfloat16,
         progress: bool = True,
         packed_experts: bool = False,
+        activations: Literal["bf16", "nvfp4"] = "bf16",
     ) -> Glm52ForCausalLM:
         """Load a HF-layout checkpoint directory (BF16, or NVFP4 dequantised to ``dtype``;
-        ``packed_experts`` keeps NVFP4 routed experts packed, decoded per call)."""
+        ``packed_experts`` keeps NVFP4 routed experts packed, decoded per call).
+        ``activations="nvfp4"`` rounds the inputs of NVFP4 linears as Blackwell's W4A4 kernels
+        do (reference.activations); the default is W4A16."""
+        from glm52_plugin.reference.activations import check_activations, install_from_checkpoint
         from glm52_plugin.reference.loading import load_pretrained
 
-        return load_pretrained(cls, path, dtype, progress, packed_experts)
+        check_activations(activations)
+        model = load_pretrained(cls, path, dtype, progress, packed_experts)
+        if activations == "nvfp4":
+            install_from_checkpoint(model, path)
+        return model
 
     @property
     def dtype(self) -> torch.dtype:
