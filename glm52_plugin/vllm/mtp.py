@@ -14,13 +14,14 @@ accepts.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Iterator
 
 import torch
 from vllm.model_executor.models.deepseek_mtp import DeepSeekMTP
 
-from glm52_plugin.config import Glm52Config
+from glm52_plugin.checkpoint.preload import engine_config, require_mtp_layer
 from glm52_plugin.vllm.attention import SharedTopk, install_dsa
 from glm52_plugin.vllm.compat import class_for_platform
 from glm52_plugin.vllm.weights import (
@@ -30,11 +31,8 @@ from glm52_plugin.vllm.weights import (
     require_indexers_loaded,
 )
 
-
-def _glm_config(hf_config) -> Glm52Config:
-    d = hf_config.to_dict()
-    d["model_type"] = "glm_moe_dsa"  # vLLM renamed the draft config to deepseek_mtp
-    return Glm52Config.from_dict(d)
+# under vLLM's "vllm" logger tree: vLLM configures only that one, so INFO elsewhere is dropped
+log = logging.getLogger(f"vllm.{__name__}")
 
 
 class PortableDeepseekV32MTPModel(DeepSeekMTP):
@@ -42,7 +40,8 @@ class PortableDeepseekV32MTPModel(DeepSeekMTP):
         model_config = vllm_config.model_config
         draft_config = vllm_config.speculative_config.draft_model_config
         hf_config = model_config.hf_config
-        glm_config = _glm_config(hf_config)
+        require_mtp_layer(model_config.model)  # start-up fails here for a checkpoint without it
+        glm_config = engine_config(hf_config, model_config.model, log)
         twin = dense_twin_config(hf_config)
         saved = (model_config.hf_config, draft_config.hf_config, vllm_config.quant_config)
         model_config.hf_config = draft_config.hf_config = twin
@@ -84,7 +83,9 @@ def _in_tree_class() -> type:
         """vLLM's sparse MTP with the MTP head's precision taken from the checkpoint's names."""
 
         def __init__(self, *, vllm_config, prefix: str = "") -> None:
+            require_mtp_layer(vllm_config.model_config.model)
             draft = vllm_config.speculative_config.draft_model_config.hf_config
+            engine_config(draft, vllm_config.model_config.model, log)
             align_mtp_head_exclusion(
                 vllm_config.quant_config,
                 draft.num_hidden_layers,

@@ -45,11 +45,6 @@ def dense_twin_config(hf_config: Any) -> Any:
     return DeepseekV3Config(**dense_twin_dict(hf_config.to_dict()))
 
 
-def index_topk_pattern(cfg: Glm52Config) -> str:
-    """The resolved schedule as vLLM's ``index_topk_pattern`` ("F" full / "S" shared per layer)."""
-    return "".join("F" if t == "full" else "S" for t in cfg.indexer_types)
-
-
 def drop_shared_indexer(
     weights: Iterable[tuple[str, torch.Tensor]], cfg: Glm52Config
 ) -> Iterator[tuple[str, torch.Tensor]]:

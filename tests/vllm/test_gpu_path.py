@@ -20,7 +20,7 @@ from vllm.model_executor.layers.quantization.modelopt import ModelOptNvFp4Config
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.vllm import model as model_mod
 from glm52_plugin.vllm import mtp as mtp_mod
-from glm52_plugin.vllm.weights import align_mtp_head_exclusion, index_topk_pattern
+from glm52_plugin.vllm.weights import align_mtp_head_exclusion
 
 # An exclude list naming modules exactly, as ModelOpt writes for some exports (spec vllm.md 7.5).
 EXACT = ["lm_head", "model.layers.78.eh_proj", "model.layers.78.shared_head.head",
@@ -63,7 +63,7 @@ def test_explicit_indexer_types_become_vllms_pattern() -> None:
     # an explicit list that freq/offset could not express: vLLM must get it as a pattern
     types_ = ["full", "shared", "full", "full", "shared", "shared", "shared", "full"]
     cfg = Glm52Config.from_dict({**Glm52Config.toy(8).to_hf_dict(), "indexer_types": types_})
-    assert index_topk_pattern(cfg) == "FSFFSSSF"
+    assert cfg.indexer_pattern == "FSFFSSSF"
 
 
 class _Recorder(nn.Module):
@@ -124,8 +124,11 @@ def test_in_tree_mtp_aligns_the_head_exclusion_before_building(monkeypatch) -> N
         seen["head_excluded"] = vllm_config.quant_config.is_layer_excluded("model.layers.78.head")
 
     monkeypatch.setattr(base, "__init__", fake_init)
-    draft = types.SimpleNamespace(num_hidden_layers=78, num_nextn_predict_layers=1)
+    draft = types.SimpleNamespace(
+        num_hidden_layers=78, num_nextn_predict_layers=1, to_dict=Glm52Config.glm52().to_hf_dict
+    )
     vllm_config = types.SimpleNamespace(
+        model_config=types.SimpleNamespace(model=""),  # no local checkpoint: no header checks
         quant_config=_nvfp4(EXACT),
         speculative_config=types.SimpleNamespace(
             draft_model_config=types.SimpleNamespace(hf_config=draft)

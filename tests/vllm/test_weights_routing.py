@@ -77,8 +77,6 @@ def test_dense_twin_has_no_dsa_keys_and_routes_in_fp32() -> None:
 
 
 def test_glm52_schedule_becomes_vllms_index_topk_pattern() -> None:
-    from glm52_plugin.vllm.weights import index_topk_pattern
-
-    pattern = index_topk_pattern(Glm52Config.glm52())
+    pattern = Glm52Config.glm52().indexer_pattern
     assert len(pattern) == 78
     assert [i for i, c in enumerate(pattern) if c == "F"] == [0, 1, 2, *range(6, 78, 4)]
