@@ -185,8 +185,8 @@ def _run(
 ) -> Tensor:
     cfg = ckpt.config
     (_, table), = ckpt.read(["model.embed_tokens.weight"])  # fmt: skip
-    # rows first, then the cast: the same values as casting the table, without a cast copy
-    x = F.embedding(ids, table.to(device)).to(dtype)
+    # rows first (on the CPU), then the cast: the values of casting the table, without its copy
+    x = F.embedding(ids.cpu(), table).to(device=device, dtype=dtype)
     del table
     positions = torch.arange(ids.shape[1], device=device)
     rope = (Rotary(cfg).to(device)(positions), positions)
