@@ -24,6 +24,11 @@ from tqdm import tqdm
 from glm52_plugin.checkpoint import Checkpoint
 from glm52_plugin.checkpoint.names import keeps_fp32, layer_of, nvfp4_part, routed_expert_layer
 from glm52_plugin.config import Glm52Config
+from glm52_plugin.reference.activations import (
+    check_activations,
+    install_activation_quant,
+    require_input_scales,
+)
 from glm52_plugin.reference.build import assign, build_block
 from glm52_plugin.reference.cache import LayerCache
 from glm52_plugin.reference.layers import RMSNorm, Rotary
@@ -148,13 +153,11 @@ def stream_logits(
 
     ``max_memory_gb``: refuse to start (ValueError with the estimate) when one stage's weights
     plus activations would exceed it. ``device``: where each layer's weights and the activations
-    live (e.g. "cuda"). ``activations="nvfp4"`` (W4A4 emulation) is not implemented yet.
+    live (e.g. "cuda"). ``activations="nvfp4"`` emulates W4A4: each layer's NVFP4 linears get
+    their inputs rounded as Blackwell's FP4 GEMMs do (reference.activations), as in
+    ``Glm52ForCausalLM.from_pretrained(..., activations="nvfp4")``.
     """
-    if activations == "nvfp4":
-        raise NotImplementedError("stream_logits: activations='nvfp4' (W4A4 emulation) is not "
-                                  "available yet; use activations='bf16' (W4A16)")  # fmt: skip
-    if activations != "bf16":
-        raise ValueError(f"activations must be 'bf16' or 'nvfp4', got {activations!r}")
+    check_activations(activations)
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype}")
     path = Path(path)
@@ -162,6 +165,7 @@ def stream_logits(
     ckpt.checked_report()  # headers validated once: a bad checkpoint fails before any layer runs
     cfg = ckpt.config
     _check_ids(input_ids, cfg, path)
+    scales = require_input_scales(path) if activations == "nvfp4" else {}
     b, s = input_ids.shape
     plan = plan_memory(ckpt, b, s, dtype)
     stage, need = plan.worst
@@ -177,11 +181,16 @@ def stream_logits(
         )
     device = torch.device(device)
     with torch.inference_mode():
-        return _run(ckpt, input_ids.to(device), dtype, device, progress)
+        return _run(ckpt, input_ids.to(device), dtype, device, progress, scales)
 
 
 def _run(
-    ckpt: Checkpoint, ids: Tensor, dtype: torch.dtype, device: torch.device, progress: bool
+    ckpt: Checkpoint,
+    ids: Tensor,
+    dtype: torch.dtype,
+    device: torch.device,
+    progress: bool,
+    input_scales: dict[str, Tensor],
 ) -> Tensor:
     cfg = ckpt.config
     (_, table), = ckpt.read(["model.embed_tokens.weight"])  # fmt: skip
@@ -193,6 +202,7 @@ def _run(
     topk = None  # shared IndexShare layers reuse the latest full layer's top-k
     for i in tqdm(range(cfg.num_hidden_layers), desc="layers", unit="layer", disable=not progress):
         block = build_block(ckpt, i, dtype, device)
+        install_activation_quant(block, input_scales, prefix=f"model.layers.{i}.")
         x, topk = block(x, rope, LayerCache(cfg.has_indexer(i)), topk)
         del block  # and its cache: only the hidden states and top-k go on
     with torch.device("meta"):
