@@ -95,15 +95,21 @@ def install_activation_quant(
     return hooked
 
 
-def install_from_checkpoint(model: nn.Module, path: str | Path) -> int:
-    """``activations="nvfp4"`` for a model loaded from ``path``: a clear error if the checkpoint
-    has no input scales (a BF16 checkpoint, or NVFP4 without static activation scales)."""
+def require_input_scales(path: str | Path) -> dict[str, Tensor]:
+    """``read_input_scales`` for ``activations="nvfp4"``: a clear error if the checkpoint has
+    none (a BF16 checkpoint, or NVFP4 without static activation scales)."""
     scales = read_input_scales(path)
     if not scales:
         raise ValueError(
             f"{path}: activations='nvfp4' needs the checkpoint's NVFP4 input scales "
             f"(tensors named *{SUFFIX}), and this checkpoint has none"
         )
+    return scales
+
+
+def install_from_checkpoint(model: nn.Module, path: str | Path) -> int:
+    """``activations="nvfp4"`` for a whole model loaded from ``path``."""
+    scales = require_input_scales(path)
     hooked = install_activation_quant(model, scales)
     missing = sorted(set(scales) - {n for n, _ in model.named_modules()})
     if missing:

@@ -167,3 +167,19 @@ def test_from_pretrained_nvfp4_activations(toy_nvfp4_checkpoints, toy_checkpoint
         )
     with pytest.raises(ValueError, match="activations"):
         Glm52ForCausalLM.from_pretrained(path, progress=False, activations="fp8")
+
+
+def test_stream_logits_nvfp4_activations_equal_in_memory(toy_nvfp4_checkpoints, toy_layers) -> None:
+    """The streaming reference hooks each layer as it builds it: same logits as in memory."""
+    from glm52_plugin.reference import Glm52ForCausalLM, stream_logits
+
+    path = toy_nvfp4_checkpoints[toy_layers]
+    ids = prompt_ids(40, batch=2, seed=6)
+    model = Glm52ForCausalLM.from_pretrained(
+        path, dtype=torch.float32, progress=False, activations="nvfp4"
+    )
+    want = model(ids)
+    got = stream_logits(path, ids, activations="nvfp4", progress=False)
+    assert (got - want).abs().max().item() <= 1e-5
+    w4a16 = stream_logits(path, ids, progress=False)
+    assert (w4a16 - want).abs().max().item() > 1e-4  # the streamed layers really were hooked
