@@ -162,3 +162,14 @@ def test_make_toy_cli_checks_layers_before_writing(tmp_path, capsys) -> None:
     assert "--real-widths needs 1 <= --layers <= 10" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("cfg", [Glm52Config.glm52(), Glm52Config.toy(2), Glm52Config.toy(8)])
+def test_engine_filter_drops_exactly_the_shared_indexer_tensors(cfg) -> None:
+    from glm52_plugin.checkpoint.indexer_filter import INDEXER_MODULES, IndexerFilter
+
+    layers = cfg.num_hidden_layers + (cfg.mtp_layer_index is not None)
+    names = [f"model.layers.{i}.self_attn.indexer.{m}.weight"
+             for i in range(layers) for m in INDEXER_MODULES]  # fmt: skip
+    kept = {n for n, _ in IndexerFilter.for_decoder(cfg)((n, None) for n in names)}
+    assert set(names) - kept == {n for n in names if is_shared_indexer(n, cfg)}
