@@ -79,7 +79,7 @@ def materialize(
     ones. ``names``: the tensor names a stream will bring (a mapping's keys by default)."""
     cfg = model.config
     names = names if names is not None else tensors.keys()  # type: ignore[union-attr]
-    if cfg.mtp_layer_index is not None:  # optional copies of embedding / lm_head (spec 8.1)
+    if cfg.mtp_layer_index is not None:  # optional MTP copies of embedding / lm_head
         mtp = model.model.layers[cfg.mtp_layer_index]
         prefix = f"model.layers.{cfg.mtp_layer_index}."
         with torch.device("meta"):
