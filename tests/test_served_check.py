@@ -92,3 +92,19 @@ def test_auto_mode_streams_when_the_model_does_not_fit(toy_checkpoints) -> None:
     needed = fp32_reference_bytes(path) / 1e9
     assert Reference(path, max_memory_gb=10 * needed).mode == "memory"
     assert Reference(path, max_memory_gb=needed).mode == "stream"
+
+
+@pytest.mark.parametrize("mode", ["memory", "stream"])
+def test_nvfp4_activations_reach_the_reference(toy_nvfp4_checkpoints, mode) -> None:
+    from glm52_plugin.reference import Glm52ForCausalLM
+
+    path = toy_nvfp4_checkpoints[2]
+    w4a4 = Glm52ForCausalLM.from_pretrained(
+        path, dtype=torch.float32, progress=False, activations="nvfp4"
+    )
+    sequence = prompt_ids(40)[0].tolist()
+    expected = w4a4(torch.tensor([sequence]))[0, 10:]
+    (got,) = Reference(path, "nvfp4", mode=mode, progress=False).logits([sequence], 10)
+    (w4a16,) = Reference(path, "bf16", mode=mode, progress=False).logits([sequence], 10)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert (w4a16 - expected).abs().max() > 1e-3  # the FP4 rounding of activations is visible

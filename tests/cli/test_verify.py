@@ -239,3 +239,20 @@ def test_streamed_reference_that_does_not_fit_is_one_line_exit_1(toy, capsys) ->
     err = capsys.readouterr().err.strip()
     assert "max_memory_gb" in err
     assert len(err.splitlines()) == 1, err
+
+
+def test_nvfp4_activations_pass_a_w4a4_server(toy_nvfp4_checkpoints, capsys) -> None:
+    """A fake serving the W4A4 reference's greedy tokens, as Blackwell's native NVFP4 kernels
+    would: verify --activations nvfp4 compares against the same emulation, gap 0 at every step."""
+    from glm52_plugin.reference import Glm52ForCausalLM
+
+    path = toy_nvfp4_checkpoints[2]
+    w4a4 = Glm52ForCausalLM.from_pretrained(
+        path, dtype=torch.float32, progress=False, activations="nvfp4"
+    )
+    with _serve("vllm", _greedy(w4a4)) as (url, _):
+        code = main([*_verify(path, url, "--prompts", "1", "--activations", "nvfp4", "--json")])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["activations"] == "nvfp4"
+    assert report["prompts"][0]["gaps"] == pytest.approx([0.0] * NEW, abs=1e-4)
