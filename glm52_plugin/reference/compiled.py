@@ -155,6 +155,14 @@ class DecodeStep:
     construction and by ``refresh()``; the model's weights must not change in between."""
 
     def __init__(self, model: Glm52ForCausalLM) -> None:
+        hooked = [name for name, m in model.named_modules() if m._forward_pre_hooks]
+        if hooked:
+            # the fused copies bypass the modules and so their hooks, e.g. the W4A4 input
+            # quantization of reference.activations: refuse instead of silently dropping them
+            raise ValueError(
+                f"the compiled decode step cannot run module hooks (one is on {hooked[0]}, "
+                "e.g. activations='nvfp4'); decode without compile"
+            )
         self.model = model
         self.blocks = list(model.model.layers[: model.config.num_hidden_layers])
         with torch.inference_mode():

@@ -161,6 +161,11 @@ def test_from_pretrained_nvfp4_activations(toy_nvfp4_checkpoints, toy_checkpoint
     assert 1e-4 < gap < 1.0  # the inputs really were rounded, and the model is still the model
     x = seen["x"]
     assert torch.equal(x, reference(x, scales[name].item()))  # on the NVFP4 grid: a fixed point
+    from glm52_plugin.reference.compiled import DecodeStep
+
+    with pytest.raises(ValueError, match="hooks"):  # its fused weights would bypass them
+        DecodeStep(w4a4)
+    DecodeStep(w4a16)
     with pytest.raises(ValueError, match=str(toy_checkpoints[2])):
         Glm52ForCausalLM.from_pretrained(
             toy_checkpoints[2], dtype=torch.float32, progress=False, activations="nvfp4"
