@@ -1,4 +1,4 @@
-"""Built-in config.json dicts: the real GLM-5.2 dims and the two CPU toys (spec sections 1 and 16)."""
+"""Built-in config.json dicts: the real GLM-5.2 dims (the published config.json) and two CPU toys."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ GLM_SPECIAL_TOKENS = (
 
 
 def toy_config_dict(layers: int = 2) -> dict[str, Any]:
-    """Spec 16.1 (2 layers: full, shared) or 16.2 (8 layers, the real freq 4 / offset 3)."""
+    """2 layers (full, shared) or 8 layers (GLM-5.2's own freq 4 / offset 3 schedule)."""
     if layers not in (2, 8):
         raise ValueError(f"layers: toy configs have 2 or 8 layers, got {layers}")
     freq, offset = (2, 1) if layers == 2 else (4, 3)
