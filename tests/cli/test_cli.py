@@ -52,10 +52,9 @@ def test_generate_with_no_arguments_builds_a_toy_and_generates(
     assert len(first["tokens"]) == 6
 
 
-def test_make_toy_then_schedule(tmp_path, capsys) -> None:
-    assert main(["make-toy", str(tmp_path / "t8"), "--layers", "8"]) == 0
-    capsys.readouterr()
-    assert main(["schedule", str(tmp_path / "t8"), "--json"]) == 0
+def test_schedule_of_a_toy(toy_checkpoints, capsys) -> None:
+    # make-toy itself: tests/cli/test_make_toy.py; the shared 8-layer toy saves writing another
+    assert main(["schedule", str(toy_checkpoints[8]), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["full_layers"] == [0, 1, 2, 6]
 
 

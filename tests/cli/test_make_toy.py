@@ -107,7 +107,7 @@ def test_a_failure_leaves_no_temp_folder_and_the_old_toy_intact(tmp_path, capsys
 def test_ctrl_c_exits_130_without_traceback_or_temp_folder(tmp_path):
     out = tmp_path / "toy"
     proc = subprocess.Popen(
-        glm52_command("make-toy", str(out), "--layers", "8", "--nvfp4"),
+        glm52_command("make-toy", str(out), "--nvfp4"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=glm52_env(),
