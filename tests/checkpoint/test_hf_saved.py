@@ -128,3 +128,48 @@ def test_f32_for_bf16_is_accepted_but_bf16_for_f32_still_warns(toy_checkpoints, 
     edit_tensors(path, edit)
     issues = Checkpoint.open(path).report().issues
     assert [(i.level, i.tensor) for i in issues] == [("warning", narrowed)]
+
+
+def test_engine_config_fills_the_engines_hf_config_with_one_line(
+    hf_saved_checkpoints, toy_checkpoints, caplog
+) -> None:
+    from transformers import AutoConfig
+
+    from glm52_plugin.checkpoint.preload import engine_config
+
+    path = hf_saved_checkpoints[2]
+    hf = AutoConfig.from_pretrained(path)  # what an engine holds
+    assert getattr(hf, "scoring_func", None) is None
+    with caplog.at_level(logging.INFO):
+        cfg = engine_config(hf, str(path), logging.getLogger("test"))
+    assert cfg.mtp_layer_absent
+    assert (hf.topk_method, hf.scoring_func, hf.indexer_rope_interleave) == (
+        "noaux_tc",
+        "sigmoid",
+        True,
+    )
+    assert hf.num_nextn_predict_layers == 0  # what the tensors say
+    lines = [r.getMessage() for r in caplog.records if r.name == "test"]
+    assert len(lines) == 1
+    assert "config.json omits num_nextn_predict_layers, topk_method" in lines[0]
+    assert MESSAGE in lines[0]
+    # a complete checkpoint: nothing filled, nothing said
+    caplog.clear()
+    hf = AutoConfig.from_pretrained(toy_checkpoints[2])
+    with caplog.at_level(logging.INFO):
+        assert (
+            engine_config(hf, str(toy_checkpoints[2]), logging.getLogger("test")).mtp_layer_index
+            == 2
+        )
+    assert not [r for r in caplog.records if r.name == "test"]
+
+
+def test_require_mtp_layer_is_one_line_naming_the_layer(
+    hf_saved_checkpoints, toy_checkpoints
+) -> None:
+    from glm52_plugin.checkpoint.preload import require_mtp_layer
+
+    with pytest.raises(CheckpointError, match=f"{MESSAGE}.*model.layers.2") as e:
+        require_mtp_layer(str(hf_saved_checkpoints[2]))
+    assert "\n" not in str(e.value)
+    require_mtp_layer(str(toy_checkpoints[2]))  # has its MTP layer: nothing raised
