@@ -81,14 +81,15 @@ def available_memory_bytes() -> int:
 def weight_bytes_in_memory(path: Path, dtype: str, packed_experts: bool) -> int:
     """What the reference model's weights take once loaded, from the safetensors headers:
     floating tensors in ``dtype``; NVFP4 codes (uint8, two values a byte) dequantised to ``dtype``
-    unless ``packed_experts`` keeps them packed."""
+    unless ``packed_experts`` keeps the routed experts' packed."""
     from glm52_plugin.checkpoint import Checkpoint
 
     size = DTYPE_BYTES[dtype]
     total = 0
-    for info in Checkpoint.open(path).tensors.values():
+    for name, info in Checkpoint.open(path).tensors.items():
         if info.dtype == "U8":
-            total += info.nbytes if packed_experts else 2 * info.numel * size
+            packed = packed_experts and ".mlp.experts." in name  # only routed experts stay packed
+            total += info.nbytes if packed else 2 * info.numel * size
         elif info.dtype.startswith("F8"):
             total += info.nbytes  # block scales: folded into the weights or kept beside them
         else:
@@ -165,7 +166,9 @@ def run(args: argparse.Namespace) -> int:
         json.dump({"model": str(path), "prompt": prompt, "tokens": result.tokens[0], "text": text,
                    "decode_tokens_per_second": result.decode_tokens_per_second,
                    "prefill_seconds": result.prefill_seconds,
-                   "mtp_acceptance_rate": result.acceptance_rate if args.mtp else None},
+                   "mtp_acceptance_rate": result.acceptance_rate if args.mtp else None,
+                   "mtp_acceptance_per_position":
+                       result.acceptance_per_position if args.mtp else None},
                   sys.stdout)  # fmt: skip
         print()
         return 0
@@ -183,6 +186,9 @@ def run(args: argparse.Namespace) -> int:
 
 def print_mtp(result: Any, k: int, is_toy: bool) -> None:
     """The MTP summary of ``glm52 generate --mtp K``: the place for per-position acceptance."""
-    note = "; random toy weights accept rarely" if is_toy else ""
+    note = "; the toy's MTP layer is fitted to its main model" if is_toy else ""
     print(f"MTP: {result.accepted}/{result.drafted} draft tokens accepted "
-          f"({result.acceptance_rate:.0%}){note}")  # fmt: skip
+          f"({result.acceptance_rate:.0%}), mean acceptance length "
+          f"{result.acceptance_length:.2f}{note}")  # fmt: skip
+    per_position = ", ".join(f"{j}: {a:.0%}" for j, a in enumerate(result.acceptance_per_position))
+    print(f"MTP acceptance per draft position ({len(result.rounds)} verifications): {per_position}")

@@ -9,6 +9,7 @@ import torch
 
 from glm52_plugin.cli.generate import TOY_NOTE, weight_bytes_in_memory
 from glm52_plugin.cli.main import main
+from glm52_plugin.reference import Glm52ForCausalLM
 from tests.cli.helpers import assert_one_error, glm52
 
 
@@ -67,6 +68,17 @@ def test_memory_estimate_matches_the_loaded_model(toy_models, toy_checkpoints):
         estimate = weight_bytes_in_memory(toy_checkpoints[layers], "float32", False)
         assert abs(estimate - loaded) / loaded < 0.05, (layers, estimate, loaded)
         assert model.lm_head.weight.dtype == torch.float32
+
+
+def test_memory_estimate_of_nvfp4_packed_or_not(toy_nvfp4_checkpoints):
+    path = toy_nvfp4_checkpoints[2]
+    for packed in (False, True):
+        model = Glm52ForCausalLM.from_pretrained(
+            path, dtype=torch.float32, progress=False, packed_experts=packed
+        )
+        loaded = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        estimate = weight_bytes_in_memory(path, "float32", packed)
+        assert abs(estimate - loaded) / loaded < 0.05, (packed, estimate, loaded)
 
 
 def test_a_toy_says_its_weights_are_random(toy_checkpoints, capsys):
