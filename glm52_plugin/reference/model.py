@@ -169,6 +169,10 @@ class Glm52ForCausalLM(nn.Module):
 
         ``reuse_topk`` [B, S, K] skips the MTP indexer (index_share_for_mtp_iteration).
         """
+        if self.config.mtp_layer_index is None:
+            from glm52_plugin.checkpoint.validate import mtp_unavailable
+
+            raise ValueError(f"mtp: {mtp_unavailable(self.config)}")
         mtp = self.model.layers[self.config.num_hidden_layers]
         assert isinstance(mtp, MTPBlock), "config has no MTP layer"
         layer_cache = cache.layers[self.config.num_hidden_layers]
