@@ -21,17 +21,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def group_findings(issues: list[Any]) -> list[dict[str, Any]]:
-    """Findings of one kind (same level, same message once numbers are blanked out) as one group:
-    ``{"level", "message", "count", "where"}``, in order of first appearance."""
+    """Findings of one kind (same level, same message up to layer/expert indices) as one group:
+    ``{"level", "message", "count", "where", "lines"}`` (``lines``: each finding in full), in order
+    of first appearance."""
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     for issue in issues:
-        key = (issue.level, re.sub(r"\d+", "#", issue.message))
+        # layer and expert indices inside tensor names ("layers.3.", "experts.17.") do not make a
+        # new kind of finding; other numbers (shapes, dtypes like NVFP4) do
+        key = (issue.level, re.sub(r"(?<=\.)\d+(?=\.)", "#", issue.message))
         g = groups.setdefault(key, {"level": issue.level, "message": issue.message,
-                                    "count": 0, "where": []})  # fmt: skip
+                                    "count": 0, "where": [], "lines": []})  # fmt: skip
         g["count"] += 1
         g["where"].append(issue.where)
+        g["lines"].append(str(issue))
         if g["message"] != issue.message:
-            g["message"] = key[1]  # the messages differ in numbers only: show the pattern
+            g["message"] = key[1]  # the messages differ in indices only: show the pattern
     return list(groups.values())
 
 
@@ -145,8 +149,7 @@ def _print(s: dict[str, Any], verbose: bool = False) -> None:
           f"{s['nvfp4_linears']} NVFP4 linears")  # fmt: skip
     for g in s["findings"]:
         if g["count"] == 1 or verbose:
-            for where in g["where"]:
-                print(f"{g['level']}: {where}: {g['message']}")
+            print("\n".join(g["lines"]))
             continue
         shown = "; ".join(g["where"][:EXAMPLES])
         print(

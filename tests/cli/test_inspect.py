@@ -137,3 +137,22 @@ def test_a_checkpoint_without_mtp_is_one_warning_and_exit_0(toy_checkpoints, tmp
     assert len(findings) == 1, findings
     assert "MTP" in findings[0]
     assert result.stderr == ""
+
+
+def test_findings_differing_only_in_layer_indices_are_one_kind() -> None:
+    from glm52_plugin.checkpoint.validate import Issue
+    from glm52_plugin.cli.inspect import group_findings
+
+    issues = [
+        Issue(
+            "error", f"s{i}.safetensors", f"NVFP4 weight lacks model.layers.{i}.mlp.experts.{i}.w"
+        )
+        for i in (3, 4, 5, 6)
+    ] + [
+        Issue("error", "a", "shape [2, 3], expected [4]"),
+        Issue("error", "b", "shape [5, 3], expected [4]"),
+    ]
+    groups = group_findings(issues)
+    assert [g["count"] for g in groups] == [4, 1, 1]  # different shapes stay different findings
+    assert groups[0]["message"] == "NVFP4 weight lacks model.layers.#.mlp.experts.#.w"
+    assert groups[0]["lines"] == [str(i) for i in issues[:4]]  # what --verbose prints, in full
