@@ -4,20 +4,23 @@
         [--dtype bfloat16] [--kinds bf16,nvfp4] [--dir /tmp/glm52-bench-stream]
 
 For each kind (BF16, ModelOpt NVFP4) a checkpoint with the real widths and ``--layers`` layers of
-``--experts`` routed experts is written once under ``--dir`` (``toy.real_widths``). Then, in the
-same process and on the same files, the peer is a plain read: every tensor the model loads,
-read with ``safe_open(...).get_tensor`` into memory and dropped. Both are run twice; the second
-run is reported (page cache warm for both, and ``torch.compile`` warm-up of the NVFP4 decoder
-out of the way); the first is printed too. Reported: peak anonymous memory (RssAnon, sampled
-every 5 ms, above the level before the call) against the plan's estimate, seconds per layer
-(read + build vs forward), checkpoint bytes per second against the plain read (goal >= 50%),
-and an estimate for the full 78-layer nvidia/GLM-5.2-NVFP4 from its header layout.
+``--experts`` routed experts is written once under ``--dir`` (``toy.real_widths``). The peer is a
+plain read of the same files: every tensor the model loads, read with ``safe_open`` and copied
+into memory (safetensors 0.8 maps bytes instead of reading them), then dropped. Both run twice and
+the second run is reported (page cache warm for both; the first is printed too). Each
+``stream_logits`` call runs in a fresh process after the NVFP4 decoder's one-off compile, so its
+peak anonymous memory (RssAnon sampled every 5 ms, above the level after imports) is its own.
+Reported: that peak against the memory plan's estimate, seconds per layer (read + build vs
+forward; safetensors maps the files, so most reading happens on first touch, in the forward),
+checkpoint bytes per second against the plain read (goal >= 50%), and an estimate for the full
+78-layer nvidia/GLM-5.2-NVFP4 from its header layout.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import multiprocessing
 import platform
 import threading
 import time
@@ -72,18 +75,35 @@ class PeakAnon:
 
 
 def plain_read(ckpt: Checkpoint) -> tuple[float, int]:
-    """Seconds and bytes to read every loadable tensor into memory (dropped at once)."""
+    """Seconds and bytes to read every loadable tensor into memory (dropped at once).
+
+    safetensors 0.8 maps a tensor's bytes instead of reading them, so each is copied into
+    process memory: that reads every byte, as stream_logits must."""
     names = ckpt.loadable()
     start = time.perf_counter()
     total = 0
     for _, t in ckpt.read(names):
         total += t.numel() * t.element_size()
-        del t
+        t.clone()
     return time.perf_counter() - start, total
 
 
-def timed_stream(path: Path, ids: torch.Tensor, dtype: torch.dtype) -> dict[str, float]:
-    """One stream_logits call: total seconds, read+build seconds, peak anon bytes."""
+def timed_stream(path: Path, tokens: int, dtype: torch.dtype) -> dict[str, float]:
+    """One stream_logits call in a fresh process (so its RssAnon is its own and the allocator
+    holds nothing from earlier runs): total seconds, read+build seconds, peak RssAnon above the
+    level after imports and the NVFP4 decoder's compile warm-up."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_child, (str(path), tokens, str(dtype).removeprefix("torch.")))
+
+
+def _child(path: str, tokens: int, dtype_name: str) -> dict[str, float]:
+    from glm52_plugin.nvfp4 import dequantize, quantize
+
+    dtype = getattr(torch, dtype_name)
+    dequantize(
+        *quantize(torch.randn(1024, 4096)), dtype
+    )  # compile the fast path outside the timing
+    ids = torch.randint(0, 384, (1, tokens), generator=torch.Generator().manual_seed(0))
     build_s = 0.0
     real = stream_module.build_block
 
@@ -98,7 +118,7 @@ def timed_stream(path: Path, ids: torch.Tensor, dtype: torch.dtype) -> dict[str,
         start = time.perf_counter()
         stream_logits(path, ids, dtype=dtype, progress=False)
         total = time.perf_counter() - start
-    return {"total": total, "build": build_s, "anon": mem.above}
+    return {"total": total, "build": build_s, "anon": mem.above, "base": mem.base}
 
 
 def glm52_nvfp4_headers() -> Checkpoint:
@@ -142,7 +162,6 @@ def main() -> None:
     dtype = getattr(torch, args.dtype)
     print(f"python {platform.python_version()}, torch {torch.__version__}, safetensors "
           f"{safetensors.__version__}, {torch.get_num_threads()} threads, {platform.machine()}")  # fmt: skip
-    ids = torch.randint(0, 384, (1, args.tokens), generator=torch.Generator().manual_seed(0))
     rates = {}
     for kind in args.kinds.split(","):
         path = args.dir / f"real-{args.layers}l-{args.experts}e-{kind}"
@@ -153,7 +172,7 @@ def main() -> None:
         plan = plan_memory(ckpt, 1, args.tokens, dtype)
         stage, need = plan.worst
         reads = [plain_read(ckpt) for _ in range(2)]
-        streams = [timed_stream(path, ids, dtype) for _ in range(2)]
+        streams = [timed_stream(path, args.tokens, dtype) for _ in range(2)]
         (read_s, nbytes), run = reads[1], streams[1]
         layers = ckpt.config.num_hidden_layers
         rates[kind] = nbytes / run["total"]
@@ -168,7 +187,8 @@ def main() -> None:
         )
         print(f"  per layer       : {run['total'] / layers:.2f} s (read + build {run['build'] / layers:.2f} s, "
               f"forward {(run['total'] - run['build']) / layers:.2f} s)")  # fmt: skip
-        print(f"  peak anon memory: {run['anon'] / GB:.2f} GB above start (estimate for the "
+        print(f"  peak anon memory: {run['anon'] / GB:.2f} GB above the {run['base'] / GB:.2f} GB "
+              "after imports (estimate for the "
               f"largest stage, {stage}: {need / GB:.2f} GB; weights of all layers "
               f"{plan.total_weights() / GB:.2f} GB)")  # fmt: skip
     full = glm52_nvfp4_headers()
