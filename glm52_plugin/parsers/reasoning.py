@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from glm52_plugin.parsers.stream import CALL_OPEN, THINK_CLOSE, THINK_OPEN, GlmStreamParser
-from glm52_plugin.parsers.types import Delta, ReasoningSplit, events_to_delta
+from glm52_plugin.parsers.types import Delta, Event, ReasoningSplit, events_to_delta
 
 # Role tokens of a rendered GLM prompt: markers before the last one belong to earlier turns.
 TURN_BOUNDARIES = frozenset(("<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"))
@@ -81,6 +81,13 @@ class ReasoningParser:
 
     def finish(self) -> Delta:
         return events_to_delta(self._stream.finish())
+
+    def feed_events(self, text: str) -> list[Event]:
+        """`feed` as ordered events (no Delta merge), for adapters on a hot path."""
+        return self._stream.feed(text)
+
+    def finish_events(self) -> list[Event]:
+        return self._stream.finish()
 
     @staticmethod
     def split(text: str, thinking: bool = True) -> ReasoningSplit:

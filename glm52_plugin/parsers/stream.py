@@ -77,6 +77,9 @@ class GlmStreamParser:
     # -- public API -------------------------------------------------------------------
 
     def feed(self, text: str) -> list[Event]:
+        if "<" not in text and not self._pending:  # most deltas: no tag can start here
+            self._emit(text)
+            return self._take()
         buf = self._pending + text
         self._pending = ""
         i = 0

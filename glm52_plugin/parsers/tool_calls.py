@@ -10,7 +10,13 @@ from collections.abc import Callable
 
 from glm52_plugin.parsers.arguments import Tools
 from glm52_plugin.parsers.stream import GlmStreamParser
-from glm52_plugin.parsers.types import Delta, ParseResult, events_to_delta, new_tool_call_id
+from glm52_plugin.parsers.types import (
+    Delta,
+    Event,
+    ParseResult,
+    events_to_delta,
+    new_tool_call_id,
+)
 
 
 class ToolCallParser:
@@ -26,6 +32,13 @@ class ToolCallParser:
 
     def finish(self) -> Delta:
         return events_to_delta(self._stream.finish())
+
+    def feed_events(self, text: str) -> list[Event]:
+        """`feed` as ordered events (no Delta merge), for adapters on a hot path."""
+        return self._stream.feed(text)
+
+    def finish_events(self) -> list[Event]:
+        return self._stream.finish()
 
     @staticmethod
     def parse(

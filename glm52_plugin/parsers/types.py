@@ -107,6 +107,15 @@ Event = ReasoningText | ContentText | ToolCallStart | ToolCallArgs | ToolCallDon
 
 def events_to_delta(events: list[Event]) -> Delta:
     """Merge ordered events into one Delta: text per channel, one ToolCallDelta per call."""
+    if len(events) == 1:  # the common case while streaming: one piece of one channel
+        ev = events[0]
+        kind = type(ev)
+        if kind is ToolCallArgs:
+            return Delta(tool_calls=[ToolCallDelta(ev.index, None, None, ev.text)])
+        if kind is ReasoningText:
+            return Delta(reasoning=ev.text)
+        if kind is ContentText:
+            return Delta(content=ev.text)
     delta = Delta()
     reasoning: list[str] = []
     content: list[str] = []

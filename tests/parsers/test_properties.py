@@ -14,7 +14,7 @@
    whitespace removed.
 Every streamed parse also checks (helpers.check_pieces) that each call starts once, its pieces
 concatenate to its final `arguments` (so every intermediate concatenation is a prefix of it), and
-that `arguments` is a JSON object. The example counts add up to 12,000 generated cases per run.
+that `arguments` is a JSON object. The example counts add up to 7,100 generated cases per run.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def _canon(result: tuple[str | None, str | None, list[tuple[str, Any]]]) -> tupl
     return reasoning, content, [(name, strict(args)) for name, args in calls]
 
 
-@settings(FAST, max_examples=2000)
+@settings(FAST, max_examples=1000)
 @given(turn=glm_turn(), cuts=st.lists(st.integers(0, 10**6), max_size=12))
 def test_generated_turn_parses_to_its_structure_for_any_chunking(
     turn: Any, cuts: list[int]
@@ -183,7 +183,7 @@ def _cut_value(value: str, whole: str) -> bool:
     )
 
 
-@settings(FAST, max_examples=1000)
+@settings(FAST, max_examples=600)
 @given(turn=glm_turn(), cut=st.integers(0, 10**6), cuts=st.lists(st.integers(0, 10**6), max_size=6))
 def test_cut_off_turn_keeps_names_and_completed_arguments(
     turn: Any, cut: int, cuts: list[int]
@@ -220,7 +220,7 @@ def test_cut_off_turn_keeps_names_and_completed_arguments(
                 assert _cut_value(value, whole)
 
 
-@settings(FAST, max_examples=1000)
+@settings(FAST, max_examples=500)
 @given(
     values=st.lists(free_text.filter(no_tags), min_size=1, max_size=3),
     cut=st.integers(0, 10**6),
@@ -308,7 +308,7 @@ def squeeze(text: str) -> str:
     return "".join(text.split())
 
 
-@settings(FAST, max_examples=5000)
+@settings(FAST, max_examples=3000)
 @given(
     text=noise,
     cuts=st.lists(st.integers(0, 10**6), max_size=10),
@@ -328,7 +328,7 @@ def test_arbitrary_text_streams_like_one_shot_and_loses_nothing(
     assert is_tag_deletion(squeeze(text), squeeze(ordered_output(events)))
 
 
-@settings(FAST, max_examples=3000)
+@settings(FAST, max_examples=2000)
 @given(text=noise, cuts=st.lists(st.integers(0, 10**6), max_size=10), thinking=st.booleans())
 def test_split_parsers_stream_like_one_shot_and_compose_to_the_full_parser(
     text: str, cuts: list[int], thinking: bool
