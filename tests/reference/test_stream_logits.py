@@ -159,11 +159,14 @@ def test_a_missing_tensor_is_named_before_any_layer_runs(toy_nvfp4_checkpoints, 
     assert built == []
 
 
-def test_w4a4_and_unknown_activations(toy_checkpoints) -> None:
-    with pytest.raises(NotImplementedError, match="activations='nvfp4'"):
+def test_w4a4_needs_input_scales_and_unknown_activations_are_refused(toy_checkpoints) -> None:
+    # W4A4 itself is checked against the in-memory reference in tests/nvfp4/test_activation.py
+    patch, built, _ = _built_blocks()
+    with patch, pytest.raises(ValueError, match=r"activations='nvfp4' needs .*input_scale"):
         stream_logits(toy_checkpoints[2], IDS, activations="nvfp4", progress=False)
-    with pytest.raises(ValueError, match="activations must be"):
+    with patch, pytest.raises(ValueError, match="activations must be one of"):
         stream_logits(toy_checkpoints[2], IDS, activations="fp8", progress=False)
+    assert built == []
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
