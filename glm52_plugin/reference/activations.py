@@ -10,6 +10,7 @@ on Hopper). ``activations="nvfp4"`` adds a forward pre-hook to every linear that
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -29,6 +30,12 @@ SUFFIX = ".input_scale"
 # that input is quantized once, with the largest input_scale of the parts (vLLM modelopt.py
 # ``input_scale.max()``).
 _FUSED = (("gate_proj", "up_proj"), ("q_a_proj", "kv_a_proj_with_mqa"))
+# Routed experts: vLLM's FlashInfer NVFP4 MoE kernels (its Blackwell defaults) quantize every
+# expert's input with one global scale per layer, the max over the experts, one for gate/up (w13)
+# and one for down (w2) (``amax_for_moe_activation_quant`` in vLLM's fused_moe/oracle/nvfp4.py
+# and utils/flashinfer_fp4_moe.py). ModelOpt 0.47 calibrates one input quantizer per projection
+# for all experts anyway, so its exports have equal scales there.
+_ROUTED = re.compile(r"^((?:.*\.)?mlp\.experts)\.\d+\.(gate_proj|up_proj|down_proj)$")
 
 
 def check_activations(activations: str) -> Activations:
@@ -61,15 +68,29 @@ def read_input_scales(path: str | Path) -> dict[str, Tensor]:
     return scales
 
 
-def _fused_scales(input_scales: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Each module's scale, replaced by the max over the parts of its fused group."""
-    out = {name: s.float().reshape(()) for name, s in input_scales.items()}
-    for name in list(out):
-        parent, _, leaf = name.rpartition(".")
-        for group in _FUSED:
-            if leaf in group:
-                parts = [f"{parent}.{p}" if parent else p for p in group]
-                out[name] = torch.stack([out[p] for p in parts if p in out]).amax()
+def _group(name: str) -> str:
+    """The set of linears whose inputs an engine quantizes with one shared global scale."""
+    routed = _ROUTED.match(name)
+    if routed:
+        w = "w2" if routed.group(2) == "down_proj" else "w13"
+        return f"{routed.group(1)}.*.{w}"
+    parent, _, leaf = name.rpartition(".")
+    for group in _FUSED:
+        if leaf in group:
+            return f"{parent}.{'+'.join(group)}"
+    return name
+
+
+def effective_input_scales(input_scales: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Each module's input_scale replaced by the max over the linears an engine quantizes together:
+    fused gate/up and q_a/kv_a, and each layer's routed experts (gate/up together, down apart)."""
+    groups: dict[str, list[str]] = {}
+    for name in input_scales:
+        groups.setdefault(_group(name), []).append(name)
+    out: dict[str, Tensor] = {}
+    for names in groups.values():
+        value = torch.tensor(max(float(input_scales[n]) for n in names), dtype=torch.float32)
+        out.update(dict.fromkeys(names, value))
     return out
 
 
@@ -77,9 +98,9 @@ def install_activation_quant(
     module: nn.Module, input_scales: Mapping[str, Tensor], prefix: str = ""
 ) -> int:
     """Hook every submodule whose ``prefix + name`` has an input_scale to fake-quantize its input
-    to NVFP4; returns how many were hooked. Scales of fused parts (gate/up, q_a/kv_a) are
-    replaced by the largest of the group, as engines quantize the fused GEMM's input once."""
-    scales = _fused_scales(input_scales)
+    to NVFP4; returns how many were hooked. Each scale is first replaced by the largest of the
+    linears engines quantize together (``effective_input_scales``)."""
+    scales = effective_input_scales(input_scales)
     hooked = 0
     for name, sub in module.named_modules():
         full = prefix + name

@@ -17,7 +17,11 @@ import pytest
 import torch
 
 from glm52_plugin.nvfp4.activation import block_scales, fake_quantize
-from glm52_plugin.reference.activations import install_activation_quant, read_input_scales
+from glm52_plugin.reference.activations import (
+    effective_input_scales,
+    install_activation_quant,
+    read_input_scales,
+)
 from tests.conftest import prompt_ids
 
 E2M1 = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
@@ -137,6 +141,24 @@ def test_hooks_quantize_the_inputs_of_the_named_linears() -> None:
     assert torch.equal(seen["other"], x)
 
 
+def test_routed_experts_share_one_scale_per_layer_and_projection() -> None:
+    """As vLLM's FlashInfer NVFP4 MoE kernels: the max over a layer's experts, gate/up together,
+    down apart; other layers and fused groups keep their own."""
+    s = {f"model.layers.{i}.mlp.experts.{e}.{p}": torch.tensor(float(v))
+         for i, base in ((1, 1.0), (2, 100.0))
+         for e in range(3)
+         for p, v in (("gate_proj", base + e), ("up_proj", base + 2 * e), ("down_proj", base - e))}  # fmt: skip
+    s["model.layers.1.mlp.shared_experts.gate_proj"] = torch.tensor(7.0)
+    s["model.layers.1.mlp.shared_experts.up_proj"] = torch.tensor(3.0)
+    got = {n: v.item() for n, v in effective_input_scales(s).items()}
+    for e in range(3):
+        assert got[f"model.layers.1.mlp.experts.{e}.gate_proj"] == 5.0  # up of expert 2
+        assert got[f"model.layers.1.mlp.experts.{e}.up_proj"] == 5.0
+        assert got[f"model.layers.1.mlp.experts.{e}.down_proj"] == 1.0  # down of expert 0
+        assert got[f"model.layers.2.mlp.experts.{e}.down_proj"] == 100.0
+    assert got["model.layers.1.mlp.shared_experts.up_proj"] == 7.0
+
+
 def test_from_pretrained_nvfp4_activations(toy_nvfp4_checkpoints, toy_checkpoints) -> None:
     from glm52_plugin.reference import Glm52ForCausalLM
 
@@ -150,6 +172,7 @@ def test_from_pretrained_nvfp4_activations(toy_nvfp4_checkpoints, toy_checkpoint
     )
     seen = {}
     name = next(iter(scales))
+    g = effective_input_scales(scales)[name].item()
 
     def capture(_m: torch.nn.Module, args: tuple, _out: torch.Tensor) -> None:
         seen.setdefault("x", args[0])
@@ -160,7 +183,7 @@ def test_from_pretrained_nvfp4_activations(toy_nvfp4_checkpoints, toy_checkpoint
     gap = (a - b).abs().max().item()
     assert 1e-4 < gap < 1.0  # the inputs really were rounded, and the model is still the model
     x = seen["x"]
-    assert torch.equal(x, reference(x, scales[name].item()))  # on the NVFP4 grid: a fixed point
+    assert torch.equal(x, reference(x, g))  # on the NVFP4 grid: a fixed point
     from glm52_plugin.reference.compiled import DecodeStep
 
     with pytest.raises(ValueError, match="hooks"):  # its fused weights would bypass them
