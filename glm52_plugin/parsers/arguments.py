@@ -69,7 +69,6 @@ class CallBuilder:
 
     __slots__ = (
         "_declared",
-        "_events",
         "_key",
         "_make_id",
         "_name",
@@ -82,6 +81,7 @@ class CallBuilder:
         "_string",
         "_value",
         "done",
+        "events",
         "id",
         "index",
         "leftover",
@@ -103,7 +103,7 @@ class CallBuilder:
         self.leftover = ""
         self.id = ""
         self.name = ""
-        self._events = events
+        self.events = events
         self._declared = declared
         self._properties = properties
         self._make_id = make_id
@@ -212,7 +212,7 @@ class CallBuilder:
         self.name = name
         self.id = self._make_id()
         self._props = self._properties(name)
-        self._events.append(ToolCallStart(self.index, self.id, name))
+        self.events.append(ToolCallStart(self.index, self.id, name))
         self._send("{")
         return True
 
@@ -225,7 +225,7 @@ class CallBuilder:
 
     def _send(self, piece: str) -> None:
         self._pieces.append(piece)
-        self._events.append(ToolCallArgs(self.index, piece))
+        self.events.append(ToolCallArgs(self.index, piece))
 
     def _open_value(self) -> None:
         self.phase = Phase.VALUE
@@ -263,7 +263,7 @@ class CallBuilder:
         self._send("}")
         self.done = True
         call = ToolCall(self.id, self.name, "".join(self._pieces), tuple(self._pairs))
-        self._events.append(ToolCallDone(self.index, call))
+        self.events.append(ToolCallDone(self.index, call))
 
     def _break(self, text: str) -> None:
         """The call is over at `text`; the unsent pair and `text` become content."""

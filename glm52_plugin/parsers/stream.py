@@ -144,8 +144,10 @@ class GlmStreamParser:
         return (CALL_OPEN,) if self.parse_tools else ()
 
     def _take(self) -> list[Event]:
-        events = self._events.copy()  # the list itself is shared with the open CallBuilder
-        self._events.clear()
+        events = self._events
+        self._events = []
+        if self._call is not None:  # the open call appends to the parser's current list
+            self._call.events = self._events
         return events
 
     def _emit(self, text: str) -> None:

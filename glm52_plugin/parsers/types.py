@@ -66,18 +66,20 @@ class Delta:
         return bool(self.reasoning or self.content or self.tool_calls)
 
 
-# Events keep the input order (a Delta does not), for callers that interleave channels.
-@dataclass(frozen=True, slots=True)
+# Events keep the input order (a Delta does not), for callers that interleave channels. Not
+# frozen: one or two are built per streamed delta, and a frozen dataclass takes ~3x as long to
+# build (object.__setattr__ per field); treat them as read-only.
+@dataclass(slots=True)
 class ReasoningText:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ContentText:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolCallStart:
     """A call's name is known (and declared): the call is committed and will not be retracted."""
 
@@ -86,7 +88,7 @@ class ToolCallStart:
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolCallArgs:
     """The next piece of call `index`'s arguments JSON; the pieces concatenate to `arguments`."""
 
@@ -94,7 +96,7 @@ class ToolCallArgs:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolCallDone:
     """Call `index` is complete (or was cut off); `call.arguments` is the whole JSON."""
 

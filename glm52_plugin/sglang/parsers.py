@@ -9,13 +9,18 @@ serving layer reads to decide `force_reasoning`) stay exactly as in-tree; only p
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from typing import Any
 
 from glm52_plugin.env import env_flag
 from glm52_plugin.parsers import ReasoningParser, ToolCallParser
-from glm52_plugin.parsers.types import Delta
+from glm52_plugin.parsers.types import (
+    ContentText,
+    Event,
+    ReasoningText,
+    ToolCallArgs,
+    events_to_delta,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +59,8 @@ def detector_classes() -> tuple[type, type]:
     from sglang.srt.parser.reasoning_parser import StreamingParseResult as ReasoningResult
 
     class Glm52ToolDetector(Glm47MoeDetector):
-        """Each call is sent whole (name + arguments) once `</tool_call>` arrives."""
+        """A call's name once it is known, then its arguments as JSON pieces while they are
+        generated (never retracted)."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -75,28 +81,40 @@ def detector_classes() -> tuple[type, type]:
         def parse_streaming_increment(self, new_text: str, tools: Any) -> Any:
             if self._stream is None:
                 self._stream = ToolCallParser(_tools_as_dicts(tools))
-            return self._result(self._stream.feed(new_text))
+            return self._result(self._stream.feed_events(new_text))
 
         def finish(self, tools: Any) -> Any:
             if self._stream is None:
                 return StreamingParseResult()
-            return self._result(self._stream.finish())
+            return self._result(self._stream.finish_events())
 
-        def _result(self, delta: Delta) -> Any:
+        def _result(self, events: list[Event]) -> Any:
+            if len(events) == 1:  # most deltas: one piece of one channel
+                ev = events[0]
+                if type(ev) is ToolCallArgs:
+                    item = ToolCallItem(tool_index=ev.index, name=None, parameters=ev.text)
+                    return StreamingParseResult(calls=[item])
+                if type(ev) is ContentText:
+                    return StreamingParseResult(normal_text=ev.text)
+            delta = events_to_delta(events)
+            # One ToolCallItem per call touched: the name (first piece only, which makes the
+            # serving layer send the id) and the next arguments piece. The serving layer sends
+            # prev_tool_call_arr[-1]["arguments"] minus streamed_args_for_tool[-1] at the end;
+            # every piece is streamed here, so both hold the same text.
             calls = []
-            for call in delta.tool_calls:
-                # streaming tool_index counts calls; the serving layer checks these two lists
-                # for arguments that were parsed but never streamed
-                self.current_tool_id += 1
-                self.prev_tool_call_arr.append(
-                    {"name": call.name, "arguments": json.loads(call.arguments)}
-                )
-                self.streamed_args_for_tool.append(call.arguments)
+            for piece in delta.tool_calls:
+                if piece.name is not None:
+                    self.current_tool_id += 1
+                    self.prev_tool_call_arr.append({"name": piece.name, "arguments": ""})
+                    self.streamed_args_for_tool.append("")
                 calls.append(
                     ToolCallItem(
-                        tool_index=self.current_tool_id, name=call.name, parameters=call.arguments
+                        tool_index=piece.index, name=piece.name, parameters=piece.arguments
                     )
                 )
+            for call in delta.done:  # calls never overlap: the one ending is the last begun
+                self.prev_tool_call_arr[-1]["arguments"] = call.arguments
+                self.streamed_args_for_tool[-1] = call.arguments
             return StreamingParseResult(normal_text=delta.content, calls=calls)
 
     class Glm52ReasoningDetector(Glm45Detector):
@@ -114,7 +132,14 @@ def detector_classes() -> tuple[type, type]:
             return ReasoningResult(normal_text=split.content, reasoning_text=split.reasoning)
 
         def parse_streaming_increment(self, new_text: str) -> Any:
-            delta = self._core.feed(new_text)
+            events = self._core.feed_events(new_text)
+            if len(events) == 1:  # most deltas: one piece of one channel
+                ev = events[0]
+                if type(ev) is ReasoningText:
+                    return ReasoningResult(reasoning_text=ev.text)
+                if type(ev) is ContentText:
+                    return ReasoningResult(normal_text=ev.text)
+            delta = events_to_delta(events)
             return ReasoningResult(normal_text=delta.content, reasoning_text=delta.reasoning)
 
         def finish(self) -> Any:

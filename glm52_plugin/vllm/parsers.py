@@ -27,7 +27,16 @@ from glm52_plugin.parsers import (
 )
 from glm52_plugin.parsers.reasoning import TURN_BOUNDARIES
 from glm52_plugin.parsers.stream import CALL_OPEN, THINK_CLOSE, THINK_OPEN
-from glm52_plugin.parsers.types import Delta, ToolCall
+from glm52_plugin.parsers.types import (
+    ContentText,
+    Event,
+    ReasoningText,
+    ToolCall,
+    ToolCallArgs,
+    ToolCallDone,
+    ToolCallStart,
+    events_to_delta,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,17 +86,31 @@ def parser_classes() -> tuple[type, type]:
     from vllm.tool_parsers.abstract_tool_parser import ToolParser as VllmToolParser
     from vllm.tool_parsers.tool_strict_level import ToolStrictLevel
 
-    def to_message(delta: Delta, first_index: int = 0) -> Any:
+    def to_message(events: list[Event]) -> Any:
+        if len(events) == 1:  # most deltas: one piece of one channel, built directly
+            ev = events[0]
+            kind = type(ev)
+            if kind is ToolCallArgs:
+                piece = DeltaFunctionCall(arguments=ev.text)
+                return DeltaMessage(tool_calls=[DeltaToolCall(index=ev.index, function=piece)])
+            if kind is ReasoningText:
+                return DeltaMessage(reasoning=ev.text)
+            if kind is ContentText:
+                return DeltaMessage(content=ev.text)
+        delta = events_to_delta(events)
         if not delta:
             return None
+        # OpenAI streaming shape: id, type and name on a call's first piece only
         calls = [
-            DeltaToolCall(
-                index=first_index + i,
-                id=call.id,
+            DeltaToolCall(index=p.index, function=DeltaFunctionCall(arguments=p.arguments))
+            if p.id is None
+            else DeltaToolCall(
+                index=p.index,
+                id=p.id,
                 type="function",
-                function=DeltaFunctionCall(name=call.name, arguments=call.arguments),
+                function=DeltaFunctionCall(name=p.name, arguments=p.arguments),
             )
-            for i, call in enumerate(delta.tool_calls)
+            for p in delta.tool_calls
         ]
         return DeltaMessage(
             reasoning=delta.reasoning or None, content=delta.content or None, tool_calls=calls
@@ -135,17 +158,18 @@ def parser_classes() -> tuple[type, type]:
         def extract_reasoning_streaming(
             self, previous_text: str, current_text: str, delta_text: str, *args: Any
         ) -> Any:
-            return to_message(self._core.feed(delta_text))
+            return to_message(self._core.feed_events(delta_text))
 
         def finish_streaming(self) -> Any:
-            return to_message(self._core.finish())
+            return to_message(self._core.finish_events())
 
         def adjust_request(self, request: Any) -> Any:
             request.skip_special_tokens = False  # the tags are special tokens in GLM's vocab
             return request
 
     class Glm52ToolParser(VllmToolParser):
-        """`<tool_call>` blocks; each call is sent whole once `</tool_call>` arrives."""
+        """`<tool_call>` blocks: a call's id and name once the name is known, then its
+        arguments as JSON pieces while they are generated (never retracted)."""
 
         engine_based_streaming = True
         supports_required_and_named = False  # GLM calls are XML-like, not JSON (as in-tree)
@@ -184,19 +208,25 @@ def parser_classes() -> tuple[type, type]:
             if self._stream is None:
                 tools = _tools_as_dicts(getattr(request, "tools", None) or self.tools)
                 self._stream = ToolCallParser(tools)
-            return self._record(self._stream.feed(delta_text))
+            return self._record(self._stream.feed_events(delta_text))
 
         def finish_streaming(self) -> Any:
-            return self._record(self._stream.finish()) if self._stream else None
+            return self._record(self._stream.finish_events()) if self._stream else None
 
-        def _record(self, delta: Delta) -> Any:
-            # the serving layer compares these to find unstreamed argument text at the end
-            first = len(self.prev_tool_call_arr)
-            for call in delta.tool_calls:
-                self.prev_tool_call_arr.append({"name": call.name, "arguments": call.arguments})
-                self.streamed_args_for_tool.append(call.arguments)
-                self.current_tool_id += 1
-            return to_message(delta, first)
+        def _record(self, events: list[Event]) -> Any:
+            # The serving layer sends prev_tool_call_arr[-1]["arguments"] minus
+            # streamed_args_for_tool[-1] at the end of the stream; every piece is streamed
+            # here, so both hold the same text: "" while a call is open, its arguments after.
+            for ev in events:
+                kind = type(ev)
+                if kind is ToolCallStart:
+                    self.prev_tool_call_arr.append({"name": ev.name, "arguments": ""})
+                    self.streamed_args_for_tool.append("")
+                    self.current_tool_id += 1
+                elif kind is ToolCallDone:  # calls never overlap: it is the last one begun
+                    self.prev_tool_call_arr[-1]["arguments"] = ev.call.arguments
+                    self.streamed_args_for_tool[-1] = ev.call.arguments
+            return to_message(events)
 
         def adjust_request(self, request: Any) -> Any:
             request = super().adjust_request(request)

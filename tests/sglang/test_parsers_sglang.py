@@ -56,8 +56,10 @@ def test_tool_cases_through_function_call_parser(case: dict[str, Any], streamed:
                 entry = calls.setdefault(item.tool_index, ["", ""])
                 entry[0] += item.name or ""
                 entry[1] += item.parameters or ""
-        end = parser.detector.finish(tools)
+        end = parser.detector.finish(tools)  # a cut-off call is closed here
         content += end.normal_text
+        for item in end.calls:
+            calls[item.tool_index][1] += item.parameters or ""
         got = [(n, json.loads(a)) for n, a in calls.values()]
     else:
         content, items = parser.parse_non_stream(text)
@@ -87,3 +89,61 @@ def test_thinking_not_forced_is_all_content() -> None:
         "a</think>b"
     )
     assert (reasoning or None, content) == (None, "a</think>b")
+
+
+WRITE_TOOLS = [{"type": "function", "function": {"name": "write_file", "parameters": {
+    "type": "object", "properties": {"path": {"type": "string"}, "body": {"type": "string"},
+                                     "mode": {"type": "integer"}}}}}]  # fmt: skip
+BODY = 'def f(x):\n    return "<b>" + x * 2 < 3  # é中\n' * 40
+WRITE_CALL = (
+    "<tool_call>write_file<arg_key>path</arg_key><arg_value>a.py</arg_value><arg_key>body"
+    f"</arg_key><arg_value>{BODY}</arg_value><arg_key>mode</arg_key><arg_value>420</arg_value>"
+    "</tool_call>"
+)
+
+
+def _stream_items(parser: FunctionCallParser, text: str, size: int = 4) -> tuple[str, dict]:
+    content, calls = "", {}
+    for i in range(0, len(text), size):
+        normal, items = parser.parse_stream_chunk(text[i : i + size])
+        content += normal
+        for item in items:
+            calls.setdefault(item.tool_index, []).append((item.name, item.parameters))
+    normal, items = parser.parse_stream_end()
+    for item in items:
+        calls.setdefault(item.tool_index, []).append((item.name, item.parameters))
+    return content + normal, calls
+
+
+def test_arguments_stream_while_generated_and_match_sglang_in_tree() -> None:
+    """Ours vs SGLang's own Glm47MoeDetector, both through FunctionCallParser."""
+    from sglang.srt.function_call.glm47_moe_detector import Glm47MoeDetector
+
+    tools = [Tool.model_validate(t) for t in WRITE_TOOLS]
+    ours = FunctionCallParser(tools, "glm47")
+    theirs = FunctionCallParser(tools, "glm47")
+    theirs.detector = Glm47MoeDetector()
+    text = "Writing." + WRITE_CALL
+    c1, ours_calls = _stream_items(ours, text)
+    c2, their_calls = _stream_items(theirs, text)
+    assert c1 == c2 == "Writing."
+    assert list(ours_calls) == list(their_calls) == [0]
+    items = ours_calls[0]
+    assert items[0][0] == "write_file"  # the name once, on the first item
+    assert all(name is None for name, _ in items[1:])
+    args = "".join(p for _, p in items)
+    assert json.loads(args) == json.loads("".join(p for _, p in their_calls[0]))
+    assert json.loads(args) == {"path": "a.py", "body": BODY, "mode": 420}
+    assert len(items) > len(BODY) // 8  # streamed as generated, not sent whole at the end
+    # the serving layer's end-of-stream check finds nothing left to send
+    detector = ours.detector
+    assert detector.prev_tool_call_arr[-1]["arguments"] == detector.streamed_args_for_tool[-1]
+
+
+def test_call_cut_off_keeps_name_and_sent_arguments() -> None:
+    tools = [Tool.model_validate(t) for t in WRITE_TOOLS]
+    text = WRITE_CALL[: WRITE_CALL.index("</arg_value><arg_key>mode")]  # inside the body
+    content, calls = _stream_items(FunctionCallParser(tools, "glm47"), text)
+    assert content == ""
+    assert calls[0][0][0] == "write_file"
+    assert json.loads("".join(p for _, p in calls[0])) == {"path": "a.py", "body": BODY}

@@ -130,3 +130,79 @@ def test_is_reasoning_end_on_token_ids() -> None:
     assert not reasoning.is_reasoning_end([vocab["<think>"], 5])
     ids = [vocab["<think>"], 5, vocab["<tool_call>"], 7]
     assert reasoning.extract_content_ids(ids) == [vocab["<tool_call>"], 7]
+
+
+WRITE_TOOLS = [{"type": "function", "function": {"name": "write_file", "parameters": {
+    "type": "object", "properties": {"path": {"type": "string"}, "body": {"type": "string"},
+                                     "mode": {"type": "integer"}}}}}]  # fmt: skip
+BODY = 'def f(x):\n    return "<b>" + x * 2 < 3  # é中\n' * 40
+WRITE_TURN = (
+    "Plan it.</think>Writing.<tool_call>write_file<arg_key>path</arg_key><arg_value>a.py"
+    f"</arg_value><arg_key>body</arg_key><arg_value>{BODY}</arg_value><arg_key>mode</arg_key>"
+    "<arg_value>420</arg_value></tool_call>"
+)
+
+
+def _stream_deltas(parser_cls: type, text: str, size: int, finish_at: int | None = None) -> list:
+    request = _request(WRITE_TOOLS)
+    parser = parser_cls(FakeTokenizer(), request.tools)
+    chunks = [text[i : i + size] for i in range(0, len(text), size)]
+    if finish_at is not None:
+        chunks = chunks[:finish_at]
+    return [
+        parser.parse_delta(c, [], request, finished=i == len(chunks) - 1)
+        for i, c in enumerate(chunks)
+    ]
+
+
+def _assemble(deltas: list) -> tuple[Any, ...]:
+    reasoning = "".join(d.reasoning or "" for d in deltas if d)
+    content = "".join(d.content or "" for d in deltas if d)
+    calls: dict[int, list[Any]] = {}
+    for d in deltas:
+        for tc in (d.tool_calls or []) if d else []:
+            calls.setdefault(tc.index, [[], "", []])
+            calls[tc.index][0].append((tc.id, tc.type, tc.function.name))
+            calls[tc.index][2].append(tc.function.arguments or "")
+    return reasoning, content, calls
+
+
+def test_arguments_stream_while_generated_and_match_vllm_in_tree() -> None:
+    """Ours vs vLLM's own in-tree glm47 + glm45 (this env's vLLM), same DelegatingParser."""
+    from vllm.parser.abstract_parser import DelegatingParser
+    from vllm.reasoning.glm47_moe_reasoning_parser import Glm47MoeParserReasoningAdapter
+    from vllm.tool_parsers.glm47_moe_tool_parser import Glm47MoeModelToolParser
+
+    ours_cls = ParserManager.get_parser("glm47", "glm45", enable_auto_tools=True)
+
+    class InTree(DelegatingParser):
+        reasoning_parser_cls = Glm47MoeParserReasoningAdapter
+        tool_parser_cls = Glm47MoeModelToolParser
+
+    r1, c1, ours = _assemble(_stream_deltas(ours_cls, WRITE_TURN, 4))
+    r2, c2, theirs = _assemble(_stream_deltas(InTree, WRITE_TURN, 4))
+    assert (r1, c1) == (r2, c2) == ("Plan it.", "Writing.")
+    assert len(ours) == len(theirs) == 1
+    heads, _, pieces = ours[0]
+    # the first piece names the call (id, type, name), later pieces only carry arguments
+    assert heads[0][0].startswith("call_")
+    assert heads[0][1:] == ("function", "write_file")
+    assert all(h == (None, None, None) for h in heads[1:])
+    arguments = "".join(pieces)
+    assert json.loads(arguments) == json.loads("".join(theirs[0][2]))
+    assert json.loads(arguments) == {"path": "a.py", "body": BODY, "mode": 420}
+    # streamed as generated: the body arrives in hundreds of pieces, as in vLLM's own parser
+    assert len(pieces) > len(BODY) // 8
+    assert len(pieces) > len(theirs[0][2]) // 2
+
+
+def test_call_cut_off_by_max_tokens_keeps_name_and_sent_arguments() -> None:
+    at = WRITE_TURN.index("<arg_key>mode") + len("<arg_key>mo")  # inside the last key
+    deltas = _stream_deltas(
+        ParserManager.get_parser("glm47", "glm45", enable_auto_tools=True), WRITE_TURN[:at], 4
+    )
+    _, content, calls = _assemble(deltas)
+    heads, _, pieces = calls[0]
+    assert heads[0][2] == "write_file"
+    assert json.loads("".join(pieces)) == {"path": "a.py", "body": BODY}
+    assert content == "Writing.<arg_key>mo"  # the unsent pair is content, as documented
