@@ -133,7 +133,6 @@ def run(args: argparse.Namespace) -> int:
         Reference,
         ServerError,
         build_prompts,
-        check_logits,
         served_model_name,
         served_tokens,
     )
@@ -165,40 +164,9 @@ def run(args: argparse.Namespace) -> int:
     serve_seconds = time.monotonic() - started
 
     started = time.monotonic()
-    # Problems with the served tokens themselves fail their prompt before the reference runs:
-    # an id outside the vocabulary cannot be fed back as context.
-    problems: dict[int, str] = {}
-    for i, tokens in enumerate(served):
-        bad = [t for t in tokens if not 0 <= t < cfg.vocab_size]
-        if not tokens:
-            problems[i] = "the server returned no tokens"
-        elif bad:
-            problems[i] = (f"served token ids outside the model's vocabulary (size "
-                           f"{cfg.vocab_size}): {bad[:8]}")  # fmt: skip
-    scored = [i for i in range(len(served)) if i not in problems]
-    # one sequence per prompt: prompt + all but the last served token
-    try:
-        rows = reference.logits([prompts[i] + served[i][:-1] for i in scored], length - 1)
-    except (NotImplementedError, ImportError, ValueError) as e:
-        # e.g. W4A4 emulation missing, or one streamed layer larger than --max-memory-gb
-        raise CommandError(f"reference ({reference.mode}): {e}") from None
+    results = _check(reference, cfg.vocab_size, prompts, served, args.tolerance)
     reference_seconds = time.monotonic() - started
-    logits = dict(zip(scored, rows, strict=True))
-
-    results = []
-    for i, tokens in enumerate(served):
-        entry = {"prompt": i, "prompt_tokens": length, "served_tokens": len(tokens)}
-        if i in problems:
-            entry |= {"pass": False, "error": problems[i]}
-        else:
-            check = check_logits(logits[i], tokens, args.tolerance)
-            entry |= {"pass": check.ok, "exact": check.exact, "worst_gap": check.worst,
-                      "failing_steps": check.failures, "gaps": list(check.gaps),
-                      "summary": check.summary()}  # fmt: skip
-        results.append(entry)
-    passed = sum(r["pass"] for r in results)
-    ok = passed == len(results)
-
+    ok = all(r["pass"] for r in results)
     if args.json:
         json.dump({"model": str(args.model), "base_url": args.base_url, "engine": args.engine,
                    "served_model": name, "activations": args.activations,
@@ -210,13 +178,55 @@ def run(args: argparse.Namespace) -> int:
         print()
     else:
         how = "in memory" if reference.mode == "memory" else "streamed layer by layer"
-        print(f"reference: {args.model} (fp32, {how}, "
-              f"{'W4A4' if args.activations == 'nvfp4' else 'W4A16'} NVFP4 linears), "
-              f"{reference_seconds:.1f} s")  # fmt: skip
+        acts = "NVFP4 activations (W4A4)" if args.activations == "nvfp4" else "bf16 activations"
+        print(f"reference: {args.model} (fp32, {how}, {acts}), {reference_seconds:.1f} s")
         print(f"server: {args.base_url} ({args.engine}), {serve_seconds:.1f} s")
         for r in results:
             detail = r.get("summary") or f"FAIL: {r['error']}"
-            print(f"prompt {r['prompt']} ({length} tokens): {detail}")
+            print(f"prompt {r['prompt']} ({r['prompt_tokens']} tokens): {detail}")
+        failed = sum(not r["pass"] for r in results)
         print(f"all {len(results)} prompts: PASS" if ok
-              else f"{len(results) - passed} of {len(results)} prompts failed: FAIL")  # fmt: skip
+              else f"{failed} of {len(results)} prompts failed: FAIL")  # fmt: skip
     return 0 if ok else 1
+
+
+def _check(
+    reference, vocab: int, prompts: list[list[int]], served: list[list[int]], tolerance: float
+) -> list[dict]:
+    """One report entry per prompt: its served tokens teacher-forced through ``reference``."""
+    from glm52_plugin.served_check import check_logits
+
+    # Problems with the served tokens themselves fail their prompt before the reference runs:
+    # an id outside the vocabulary cannot be fed back as context.
+    problems: dict[int, str] = {}
+    for i, tokens in enumerate(served):
+        bad = [t for t in tokens if not 0 <= t < vocab]
+        if not tokens:
+            problems[i] = "the server returned no tokens"
+        elif bad:
+            problems[i] = (
+                f"served token ids outside the model's vocabulary (size {vocab}): {bad[:8]}"
+            )
+    scored = [i for i in range(len(served)) if i not in problems]
+    logits = {}
+    if scored:
+        # one sequence per prompt: the prompt and all but the last served token
+        start = len(prompts[0]) - 1
+        try:
+            rows = reference.logits([prompts[i] + served[i][:-1] for i in scored], start)
+        except (NotImplementedError, ImportError, ValueError) as e:
+            # e.g. W4A4 emulation missing, or one streamed layer larger than --max-memory-gb
+            raise CommandError(f"reference ({reference.mode}): {e}") from None
+        logits = dict(zip(scored, rows, strict=True))
+    results = []
+    for i, tokens in enumerate(served):
+        entry = {"prompt": i, "prompt_tokens": len(prompts[i]), "served_tokens": len(tokens)}
+        if i in problems:
+            entry |= {"pass": False, "error": problems[i]}
+        else:
+            check = check_logits(logits[i], tokens, tolerance)
+            entry |= {"pass": check.ok, "exact": check.exact, "worst_gap": check.worst,
+                      "failing_steps": check.failures, "gaps": list(check.gaps),
+                      "summary": check.summary()}  # fmt: skip
+        results.append(entry)
+    return results

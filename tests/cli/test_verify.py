@@ -149,11 +149,20 @@ def test_text_report_names_the_failing_step(toy, capsys) -> None:
     assert out.rstrip().endswith("1 of 1 prompts failed: FAIL")
 
 
-def test_tokens_outside_the_vocabulary_fail(toy, capsys) -> None:
+@pytest.mark.parametrize(
+    ("tokens", "message"),
+    [
+        ([10**6] * NEW, "served token ids outside the model's vocabulary"),
+        ([], "the server returned no tokens"),
+    ],
+)
+def test_unusable_tokens_fail(toy, tokens, message, capsys) -> None:
     path, _ = toy
-    with _serve("sglang", lambda prompt, n: [10**6] * n) as (url, _):
+    with _serve("sglang", lambda prompt, n: tokens) as (url, _):
         assert main([*_verify(path, url, "--engine", "sglang", "--prompts", "1")]) == 1
-    assert "outside the model's vocabulary" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"FAIL: {message}" in out
+    assert out.rstrip().endswith("1 of 1 prompts failed: FAIL")
 
 
 def _free_port() -> int:
