@@ -80,8 +80,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--activations",
         choices=("bf16", "nvfp4"),
         default="bf16",
-        help="reference NVFP4 linears with bf16 activations (W4A16: Hopper/Marlin, "
-        "the default) or FP4 activations (W4A4: Blackwell)",
+        help="what the reference's NVFP4 linears compute with: bf16 activations (W4A16, as "
+        "Marlin on Hopper) or FP4 activations (W4A4, as Blackwell's native kernels)",
     )
     p.add_argument(
         "--max-memory-gb",
