@@ -91,7 +91,9 @@ def generate(
     sampler = sampler or Sampler()
     if mtp_draft_tokens:
         if model.config.mtp_layer_index is None:
-            raise ValueError("mtp_draft_tokens: this checkpoint has no MTP layer")
+            from glm52_plugin.checkpoint.validate import mtp_unavailable
+
+            raise ValueError(f"mtp_draft_tokens: {mtp_unavailable(model.config)}")
         if input_ids.shape[0] != 1:
             raise ValueError("mtp_draft_tokens: speculative decoding supports batch size 1")
         if compile:

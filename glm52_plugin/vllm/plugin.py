@@ -2,7 +2,8 @@
 
 Entry point: ``[project.entry-points."vllm.general_plugins"] glm52 = "glm52_plugin.vllm.plugin:register"``.
 vLLM calls it in the front process, the engine core, each worker and the model-inspection
-subprocess (shared/spec/vllm.md §2), so it is cheap, starts no CUDA and imports no model module.
+subprocess (``vllm/plugins/__init__.py:load_general_plugins``), so it is cheap, starts no CUDA
+and imports no model module.
 
 Off switches: ``GLM52_DISABLE_PLUGIN=1`` (ours: registers nothing, logs that) or vLLM's own
 ``VLLM_PLUGINS`` allowlist (e.g. ``VLLM_PLUGINS=""``: vLLM never calls us).
@@ -27,7 +28,7 @@ from glm52_plugin.env import env_flag
 DISABLE_ENV = "GLM52_DISABLE_PLUGIN"
 
 # arch -> "module:Class". Strings: vLLM imports the module only where the model is built. Both keys
-# exist in-tree (GLM-5.x maps to deepseek_v2/v32), so this overrides on purpose (spec §14.1); the
+# exist in-tree (GLM-5.x maps to deepseek_v2/v32), so this overrides on purpose; the
 # arch names stay, keeping vLLM's arch-keyed defaults (fp32 router, MTP rewrite, fp8-KV) active.
 MODELS: dict[str, str] = {
     "GlmMoeDsaForCausalLM": "glm52_plugin.vllm.model:GlmMoeDsaForCausalLM",
@@ -70,6 +71,9 @@ def _register_once() -> tuple[str, ...]:
     from glm52_plugin.vllm.cpu_nvfp4 import allow_fp32_nvfp4_on_cpu
 
     allow_fp32_nvfp4_on_cpu()
+    from glm52_plugin.vllm.config_hook import install_config_hook
+
+    install_config_hook()  # front-process checks: filled config, MTP layer present
     parsers = _register_parsers()
     registered = ", ".join(f"{arch} -> {target}" for arch, target in MODELS.items())
     _log(
