@@ -54,6 +54,7 @@ class GenerationResult:
     drafted: int = 0  # MTP draft tokens proposed
     accepted: int = 0  # ... and accepted by the main model
     rounds: list[int] = field(default_factory=list)  # accepted drafts per verification
+    draft_tokens: int = 0  # k: drafts proposed per verification (0 without MTP)
     compile_seconds: float = 0.0  # generate(compile=True): tracing + codegen, not in decode_seconds
     compiled: bool = False  # the compiled decode step ran (False: not asked, or fell back to eager)
 
@@ -65,6 +66,24 @@ class GenerationResult:
     @property
     def acceptance_rate(self) -> float:
         return self.accepted / self.drafted if self.drafted else float("nan")
+
+    @property
+    def accepted_per_position(self) -> list[int]:
+        """Drafts accepted at each draft position 0..k-1 (position j counts only when 0..j-1 were
+        accepted too: vLLM's ``num_accepted_tokens_per_pos``)."""
+        return [sum(r > j for r in self.rounds) for j in range(self.draft_tokens)]
+
+    @property
+    def acceptance_per_position(self) -> list[float]:
+        """Accepted / verifications at each draft position (vLLM's per-position acceptance rate)."""
+        n = len(self.rounds)
+        return [a / n if n else float("nan") for a in self.accepted_per_position]
+
+    @property
+    def acceptance_length(self) -> float:
+        """Mean tokens per verification: accepted drafts + the verifier's own token (vLLM's
+        "mean acceptance length")."""
+        return 1 + self.accepted / len(self.rounds) if self.rounds else float("nan")
 
 
 def generate(
@@ -134,7 +153,7 @@ def _speculative(model, input_ids, max_new_tokens, sampler, stop_ids, k) -> Gene
     out = model.run(input_ids, cache)
     last = sampler.sample(out.logits[:, -1])  # [1]
     t1 = time.perf_counter()
-    result = GenerationResult([[int(last)]], t1 - t0, 0.0)
+    result = GenerationResult([[int(last)]], t1 - t0, 0.0, draft_tokens=k)
     emitted = result.tokens[0]
     # MTP pass inputs: hidden of position p pairs with the token at p + 1
     mtp_hidden, mtp_ids, mtp_start = out.hidden, torch.cat((input_ids[:, 1:], last[:, None]), 1), 0

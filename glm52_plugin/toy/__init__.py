@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
+
+from torch import Tensor
 
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.toy.tokenizer import save_tokenizer
@@ -11,7 +14,18 @@ from glm52_plugin.toy.weights import toy_state_dict
 from glm52_plugin.toy.writer import atomic_directory, check_output_dir, write_checkpoint
 
 # Bump when the toy's weights or files change, so cached default toys are rebuilt.
-TOY_FORMAT = 1
+TOY_FORMAT = 2  # 2: main layers' residual branches scaled down, MTP layer fitted (mtp_fit)
+
+
+@functools.lru_cache(maxsize=4)
+def _toy_tensors(layers: int, seed: int) -> dict[str, Tensor]:
+    """BF16 toy tensors with the MTP layer fitted to the main model, once per process."""
+    from glm52_plugin.toy.mtp_fit import fit_mtp_layer
+
+    cfg = Glm52Config.toy(layers)
+    tensors = toy_state_dict(cfg, seed)
+    tensors.update(fit_mtp_layer(cfg, tensors, seed))
+    return tensors
 
 
 def default_toy_dir(layers: int = 2, seed: int = 0, nvfp4: bool = False) -> Path:
@@ -41,7 +55,7 @@ def make_toy(
 
         return make_real_width_toy(out, layers, seed, nvfp4, progress, experts, force=force)
     cfg = Glm52Config.toy(layers)
-    tensors = toy_state_dict(cfg, seed)
+    tensors = dict(_toy_tensors(layers, seed))  # the NVFP4 toy reuses the BF16 toy's fit
     config = cfg.to_hf_dict()
     config["transformers_version"] = "5.23.0"
     json_files = {

@@ -34,8 +34,8 @@ def test_mtp_speculative_greedy_returns_plain_greedy_tokens(toy_model, k) -> Non
 
 
 def test_speculative_accepts_and_rolls_back_correctly(toy_model, monkeypatch) -> None:
-    """Random toy MTP weights almost never agree with the main model, so steer the draft logits:
-    correct drafts except every third one. Acceptance and cache rollback paths both run."""
+    """Steer the draft logits to a known pattern: correct drafts except every third one.
+    Acceptance and cache rollback paths both run, whatever the toy's own MTP layer drafts."""
     ids = prompt_ids(40, seed=11)
     plain = generate(toy_model, ids, 30).tokens[0]
     sequence = ids[0].tolist() + plain
@@ -59,6 +59,13 @@ def test_speculative_accepts_and_rolls_back_correctly(toy_model, monkeypatch) ->
     assert spec.tokens[0] == plain
     assert 0 < spec.accepted < spec.drafted
     assert max(spec.rounds) >= 2
+    # each round makes 3 MTP calls and every third call drafts wrong: positions 0 and 1 are
+    # accepted in every round (but possibly the last, past the known sequence), 2 never
+    n = len(spec.rounds)
+    assert spec.accepted_per_position[2] == 0
+    assert n - 1 <= spec.accepted_per_position[0] == spec.accepted_per_position[1] <= n
+    assert spec.acceptance_per_position[2] == 0.0
+    assert spec.acceptance_length == 1 + spec.accepted / len(spec.rounds)
 
 
 def test_sampling_is_reproducible_and_respects_stop_ids(toy_model) -> None:
