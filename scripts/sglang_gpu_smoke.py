@@ -9,6 +9,13 @@ inside the SGLang environment with this package installed:
 The reference runs on the CPU in fp32, teacher-forced on SGLang's own tokens: every SGLang token
 must be the reference's argmax or within ``--tolerance`` nats of it (bf16 kernels may flip a
 near-tie), and the plugin's INFO line must appear in the server log. Exit code 0 = pass.
+
+``--mtp K`` serves with the MTP draft (``--speculative-algorithm EAGLE``, K steps, top-k 1: the
+NextN class ``GlmMoeDsaForCausalLMNextN``) and compares SGLang's own per-request acceptance, the
+``meta_info`` fields its tokenizer manager fills (``spec_accept_rate`` = correct drafts / proposed
+drafts, ``spec_accept_length`` = completion tokens / ``spec_verify_ct``), with the reference's
+``generate(mtp_draft_tokens=K)`` on the same prompt; they must agree within
+``--acceptance-tolerance``.
 """
 
 from __future__ import annotations
@@ -45,6 +52,9 @@ def main() -> int:
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--tolerance", type=float, default=0.5, help="nats, for bf16 near-ties")
     p.add_argument("--keep", help="write the toy checkpoint here and keep it")
+    p.add_argument("--mtp", type=int, default=0, metavar="K", help="MTP with K draft steps")
+    p.add_argument("--acceptance-tolerance", type=float, default=0.1,
+                   help="|SGLang - reference| acceptance rate allowed (bf16 drafts may flip ties)")  # fmt: skip
     args = p.parse_args()
 
     import torch
@@ -62,6 +72,10 @@ def main() -> int:
            "--tool-call-parser", "glm47", "--reasoning-parser", "glm45"]  # fmt: skip
     if not args.bf16:
         cmd += ["--quantization", "modelopt_fp4"]
+    if args.mtp:
+        cmd += ["--speculative-algorithm", "EAGLE", "--speculative-num-steps", str(args.mtp),
+                "--speculative-eagle-topk", "1",
+                "--speculative-num-draft-tokens", str(args.mtp + 1)]  # fmt: skip
     print("launching:", " ".join(cmd))
     with log.open("w") as out:
         server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
@@ -86,6 +100,7 @@ def main() -> int:
             f"http://127.0.0.1:{port}/generate", {"input_ids": prompt, "sampling_params": params}
         )
         tokens = reply["output_ids"]
+        meta = reply.get("meta_info", {})
     finally:
         server.terminate()
         server.wait(60)
@@ -97,7 +112,32 @@ def main() -> int:
     result = check_tokens(ref, prompt, tokens, args.tolerance)
     print(result.summary())
     ok = ok and result.ok
+    if args.mtp:
+        ok = _check_acceptance(ref, prompt, args, meta) and ok
     return 0 if ok else 1
+
+
+def _check_acceptance(ref, prompt: list[int], args: argparse.Namespace, meta: dict) -> bool:
+    """SGLang's meta_info acceptance against the reference's on the same prompt."""
+    import torch
+
+    from glm52_plugin.reference.generate import generate
+
+    if "spec_accept_rate" not in meta:
+        print(f"FAIL: no spec_accept_rate in the reply's meta_info: {sorted(meta)}")
+        return False
+    mine = generate(ref, torch.tensor([prompt]), args.tokens, mtp_draft_tokens=args.mtp)
+    per_position = ", ".join(f"{a:.2f}" for a in mine.acceptance_per_position)
+    print(f"MTP k={args.mtp}: SGLang accept rate {meta['spec_accept_rate']:.3f}, accept length "
+          f"{meta['spec_accept_length']:.2f} ({meta['spec_num_correct_drafts']}/"
+          f"{meta['spec_num_proposed_drafts']} drafts, {meta['spec_verify_ct']} verifications); "
+          f"reference {mine.acceptance_rate:.3f}, length {mine.acceptance_length:.2f} "
+          f"({mine.accepted}/{mine.drafted}; per position {per_position})")  # fmt: skip
+    diff = abs(meta["spec_accept_rate"] - mine.acceptance_rate)
+    if diff > args.acceptance_tolerance:
+        print(f"FAIL: acceptance differs by {diff:.3f} > {args.acceptance_tolerance}")
+        return False
+    return True
 
 
 if __name__ == "__main__":
