@@ -27,7 +27,7 @@ import torch
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.reference import Glm52ForCausalLM
 from glm52_plugin.reference.build import materialize
-from glm52_plugin.reference.generate import CompiledDecoder
+from glm52_plugin.reference.compiled import CompiledDecoder
 from glm52_plugin.reference.layers import MLA, Indexer
 from glm52_plugin.toy.weights import toy_state_dict
 
