@@ -167,12 +167,17 @@ class MoE(nn.Module):
         weights, ids = self.gate(flat)  # [N, A]
         out = self.shared_experts(flat)
         routed = torch.zeros_like(flat)
-        # Loop over the experts actually hit (in ascending id order): cost follows the active
-        # experts, not E.
-        for e in ids.unique().tolist():
-            token, slot = (ids == e).nonzero(as_tuple=True)
-            y = self.experts[e](flat[token]) * weights[token, slot, None]
-            routed.index_add_(0, token, y.to(routed.dtype))
+        # (token, slot) pairs grouped by expert, in token order within each; one host sync
+        pairs = ids.flatten().argsort(stable=True)
+        counts = torch.bincount(ids.flatten(), minlength=len(self.experts)).tolist()
+        start = 0
+        for e, n in enumerate(counts):  # ascending expert id; cost follows the experts hit
+            if n:
+                hit = pairs[start : start + n]
+                token = hit // ids.shape[1]
+                y = self.experts[e](flat[token]) * weights.flatten()[hit, None]
+                routed.index_add_(0, token, y.to(routed.dtype))
+                start += n
         return (routed + out).view(shape)
 
 
