@@ -5,7 +5,7 @@ built by ``reference.build`` from the one checkpoint reader), but holds only one
 weights at a time: each layer's tensors are read from the safetensors files when its turn comes
 and dropped after it. NVFP4 routed experts stay packed (``PackedLinear``); the MoE decodes only
 the experts the router sends tokens to, one linear at a time. So the 78-layer
-nvidia/GLM-5.2-NVFP4 (~460 GB) needs about one layer (~6 GB packed experts plus attention) and
+nvidia/GLM-5.2-NVFP4 (~460 GB) needs about one MoE layer (5.4 GB of packed experts, 0.5 GB more) and
 the activations. Results equal the in-memory reference's (``Glm52ForCausalLM.from_pretrained``
 then ``model(input_ids)``): the same modules run on the same weights in the same order.
 """
