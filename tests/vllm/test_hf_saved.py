@@ -47,6 +47,39 @@ def test_mtp_speculative_decoding_fails_at_startup_naming_the_layer(hf_saved_che
     lines = [ln for ln in out.splitlines() if "no MTP layer 2 in the checkpoint" in ln]
     assert lines, out[-4000:]
     assert "serve it without speculative decoding" in lines[0]
+    # refused in the front process (config_hook), before the main model was loaded
+    assert "Loading safetensors checkpoint shards" not in out
+
+
+def test_config_hook_wraps_vllms_and_refuses_mtp_without_the_layer(hf_saved_checkpoints) -> None:
+    from vllm.model_executor.models.config import MODELS_CONFIG_MAP
+
+    from glm52_plugin.checkpoint import CheckpointError
+    from glm52_plugin.vllm.config_hook import install_config_hook
+
+    assert install_config_hook()
+    hook = MODELS_CONFIG_MAP["GlmMoeDsaForCausalLM"]
+    assert install_config_hook()  # idempotent: wrapped once
+    assert MODELS_CONFIG_MAP["GlmMoeDsaForCausalLM"] is hook
+    assert hook.__mro__[1].__module__ == "vllm.model_executor.models.config"  # vLLM's runs first
+    from vllm.transformers_utils.config import get_config
+
+    path = hf_saved_checkpoints[2]
+
+    def vllm_config(method):
+        hf = get_config(str(path), trust_remote_code=False)
+        return types.SimpleNamespace(
+            model_config=types.SimpleNamespace(hf_config=hf, model=str(path)),
+            cache_config=types.SimpleNamespace(cache_dtype="auto"),
+            parallel_config=types.SimpleNamespace(set_dcp_defaults=lambda **kw: None),
+            speculative_config=types.SimpleNamespace(method=method) if method else None,
+        )
+
+    plain = vllm_config(None)
+    hook.verify_and_update_config(plain)
+    assert plain.model_config.hf_config.topk_method == "noaux_tc"
+    with pytest.raises(CheckpointError, match="no MTP layer 2 in the checkpoint"):
+        hook.verify_and_update_config(vllm_config("mtp"))
 
 
 def test_gpu_class_builds_its_layers_from_the_filled_config(
