@@ -123,12 +123,9 @@ class _AfterImport(importlib.abc.MetaPathFinder):
 
 
 def _register_parsers() -> str:
-    # The parser adapter is written separately; until its module exists there is nothing to
-    # register. Once it exists, any failure propagates (SGLang logs it as a failed plugin).
-    if importlib.util.find_spec(PARSERS_MODULE) is None:
-        return f"none ({PARSERS_MODULE} not present)"
-    result = importlib.import_module(PARSERS_MODULE).register_parsers()
-    return str(result) if result else "registered"
+    """Register our parsers; any failure propagates (SGLang logs it as a failed plugin)."""
+    names = importlib.import_module(PARSERS_MODULE).register_parsers()
+    return ", ".join(names) if names else "none (GLM52_DISABLE_PARSERS is set)"
 
 
 def _failed_import_stub(arch: str, error: BaseException) -> type:

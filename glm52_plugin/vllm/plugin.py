@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.util
 import logging
 import os
 import sys
@@ -85,12 +84,9 @@ def _register_once() -> tuple[str, ...]:
 
 
 def _register_parsers() -> str:
-    # The parser adapter is written separately; until its module exists there is nothing to
-    # register. Once it exists, any failure propagates: a half-registered plugin must not pass.
-    if importlib.util.find_spec(PARSERS_MODULE) is None:
-        return "none (glm52_plugin.vllm.parsers not present)"
-    result = importlib.import_module(PARSERS_MODULE).register_parsers()
-    return str(result) if result else "registered"
+    """Register our parsers; any failure propagates: a half-registered plugin must not pass."""
+    names = importlib.import_module(PARSERS_MODULE).register_parsers()
+    return ", ".join(names) if names else "none (GLM52_DISABLE_PARSERS is set)"
 
 
 def _log(level: int, msg: str) -> None:
