@@ -1,11 +1,14 @@
 """The GPU-path classes (vLLM's in-tree DSA subclassed), checked on CPU without building layers.
 
 CUDA layers cannot be built here, so these tests exercise what the subclasses add, through vLLM's
-own ModelOpt exclusion rules and with the in-tree base methods replaced by recorders.
+own ModelOpt exclusion rules, with the in-tree base methods replaced by recorders, and (for the
+model's __init__) with only the sparse-MLA layers that vLLM's CPU platform refuses replaced.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import types
 
@@ -136,6 +139,58 @@ def test_in_tree_mtp_aligns_the_head_exclusion_before_building(monkeypatch) -> N
     )
     cls(vllm_config=vllm_config)
     assert seen == {"head_excluded": True}
+
+
+class _MlaWrapperRecorder(nn.Module):
+    """Stands in for vLLM's MultiHeadLatentAttentionWrapper, whose sparse MLA backend and
+    indexer cache vLLM's CPU platform refuses: records the decision vLLM made for the layer."""
+
+    real: type  # the class it replaces, whose signature names the arguments
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__()
+        bound = inspect.signature(self.real.__init__).bind(self, *args, **kwargs).arguments
+        self.layer = int(bound["prefix"].rsplit(".", 2)[-2])  # model.layers.<i>.self_attn
+        self.skip_topk = bound.get("skip_topk", False)
+        self.has_indexer = bound["mla_modules"].indexer is not None
+
+
+class _IndexerRecorder(nn.Module):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__()
+
+
+def test_in_tree_init_hands_vllm_the_indexer_types_pattern(
+    monkeypatch, toy_checkpoints, tmp_path
+) -> None:
+    """The in-tree subclass's real __init__ (vLLM's own model, decoder layers and MLA attention
+    classes) on a schedule freq/offset cannot express: vLLM builds an indexer on, and skips
+    top-k on, exactly the layers config.json's indexer_types says."""
+    import shutil
+
+    from vllm.model_executor.models import deepseek_v2
+
+    from tests.vllm.inprocess import build, single_process_group, vllm_config_for
+
+    types_ = ["full", "shared", "full", "full", "shared", "shared", "shared", "full"]
+    ckpt = tmp_path / "toy8"
+    shutil.copytree(toy_checkpoints[8], ckpt)
+    raw = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**raw, "indexer_types": types_}))
+    monkeypatch.setattr(
+        _MlaWrapperRecorder, "real", deepseek_v2.MultiHeadLatentAttentionWrapper, raising=False
+    )
+    monkeypatch.setattr(deepseek_v2, "MultiHeadLatentAttentionWrapper", _MlaWrapperRecorder)
+    monkeypatch.setattr(deepseek_v2, "Indexer", _IndexerRecorder)
+
+    vllm_config = vllm_config_for(ckpt, dtype="bfloat16")
+    with single_process_group(vllm_config):
+        model = build(model_mod._in_tree_class(), vllm_config)
+    assert vllm_config.model_config.hf_config.index_topk_pattern == "FSFFSSSF"
+    seen = [layer.self_attn.mla_attn for layer in model.model.layers]
+    assert [m.layer for m in seen] == list(range(8))
+    assert [m.has_indexer for m in seen] == [t == "full" for t in types_]
+    assert [m.skip_topk for m in seen] == [t == "shared" for t in types_]
 
 
 def test_cpu_platform_selects_the_portable_classes() -> None:

