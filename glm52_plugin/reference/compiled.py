@@ -168,6 +168,11 @@ class DecodeStep:
         with torch.inference_mode():
             self.weights = [_fused_weights(b) for b in self.blocks]
 
+    def matches(self, weight: Tensor) -> bool:
+        """Whether the fused copies still have the device and dtype of the model weight ``weight``."""
+        fused = self.weights[0]["x_proj"] if self.weights else weight
+        return fused.device == weight.device and fused.dtype == weight.dtype
+
     def refresh(self) -> None:
         """Copy the model's current weights into the fused copies (in place: a compiled graph
         holding them stays valid)."""
@@ -209,10 +214,11 @@ class CompiledDecoder:
         self.device = model.lm_head.weight.device
         self.static = StaticCache(cache, model.config.num_hidden_layers, capacity)
         kept = model.__dict__.get("_compiled_decode")
-        if kept is not None:
+        weight = model.lm_head.weight
+        if kept is not None and kept[0].matches(weight):
             step, fn = kept
             step.refresh()
-        else:
+        else:  # first decoder, or the model moved to another device / dtype since
             step = DecodeStep(model)
             fn = torch.compile(step.__call__, dynamic=True, options=COMPILE_OPTIONS)
         t0 = time.perf_counter()

@@ -119,3 +119,11 @@ def test_model_of_inference_tensors_decodes_eagerly_and_compiled(toy_checkpoints
     compiled = generate(model, ids, 6, compile=True)
     assert compiled.compiled
     assert compiled.tokens == want.tokens
+
+
+def test_decode_step_is_rebuilt_for_another_dtype(toy_models) -> None:
+    """A model moved to another dtype (or device) after compiling gets new fused copies."""
+    model = toy_models[2]
+    step = DecodeStep(model)
+    assert step.matches(model.lm_head.weight)
+    assert not step.matches(model.lm_head.weight.double())
