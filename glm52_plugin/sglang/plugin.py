@@ -2,7 +2,8 @@
 
 Entry point: ``[project.entry-points."sglang.srt.plugins"] glm52 = "glm52_plugin.sglang.plugin:register"``.
 SGLang's ``load_plugins()`` calls it once per process: in the launcher before server args are
-parsed, in Engine, and in each scheduler / TP worker before the model is resolved (spec §3), so
+parsed, in Engine, and in each scheduler / TP worker before the model is resolved
+(``sglang/srt/plugins/__init__.py``), so
 users set nothing. The documented alternative is ``SGLANG_EXTERNAL_MODEL_PACKAGE=glm52_plugin.sglang.models``.
 
 Off switches: ``GLM52_DISABLE_PLUGIN=1`` (registers nothing, logs that) or SGLang's
