@@ -146,5 +146,5 @@ def test_missing_full_layer_indexer_fails_clearly(toy_checkpoints, tmp_path) -> 
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
-    assert "checkpoint lacks indexer tensors of full layers" in out
-    assert "model.layers.0.self_attn.indexer.wk.weight" in out
+    # the header validation before loading (checkpoint.preload) names it before any tensor loads
+    assert "model.layers.0.self_attn.indexer.wk.weight: missing from the checkpoint" in out
