@@ -7,7 +7,7 @@ import sys
 
 CORE = [
     "glm52_plugin", "glm52_plugin.config", "glm52_plugin.presets", "glm52_plugin.schedule",
-    "glm52_plugin.reference", "glm52_plugin.reference.generate", "glm52_plugin.reference.loading",
+    "glm52_plugin.reference", "glm52_plugin.reference.generate", "glm52_plugin.reference.build",
     "glm52_plugin.toy", "glm52_plugin.toy.chat", "glm52_plugin.cli.main",
 ]  # fmt: skip
 

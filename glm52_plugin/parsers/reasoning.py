@@ -11,8 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from glm52_plugin.parsers.stream import CALL_OPEN, THINK_CLOSE, THINK_OPEN, GlmStreamParser
-from glm52_plugin.parsers.types import Delta, Event, ReasoningSplit, events_to_delta
+from glm52_plugin.parsers.stream import (
+    CALL_OPEN,
+    THINK_CLOSE,
+    THINK_OPEN,
+    GlmStreamParser,
+    StreamView,
+)
+from glm52_plugin.parsers.types import ReasoningSplit
 
 # Role tokens of a rendered GLM prompt: markers before the last one belong to earlier turns.
 TURN_BOUNDARIES = frozenset(("<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"))
@@ -65,7 +71,7 @@ def content_start(tokens: Sequence[str], thinking: bool = True) -> int:
     return 0
 
 
-class ReasoningParser:
+class ReasoningParser(StreamView):
     """Split reasoning from content: `split(text)` or streamed `feed`/`finish`."""
 
     def __init__(self, thinking: bool = True) -> None:
@@ -75,19 +81,6 @@ class ReasoningParser:
     @property
     def reasoning_ended(self) -> bool:
         return self._stream.reasoning_ended
-
-    def feed(self, text: str) -> Delta:
-        return events_to_delta(self._stream.feed(text))
-
-    def finish(self) -> Delta:
-        return events_to_delta(self._stream.finish())
-
-    def feed_events(self, text: str) -> list[Event]:
-        """`feed` as ordered events (no Delta merge), for adapters on a hot path."""
-        return self._stream.feed(text)
-
-    def finish_events(self) -> list[Event]:
-        return self._stream.finish()
 
     @staticmethod
     def split(text: str, thinking: bool = True) -> ReasoningSplit:

@@ -24,15 +24,25 @@ from glm52_plugin.parsers.arguments import CALL_CLOSE, CALL_OPEN, CallBuilder
 from glm52_plugin.parsers.schema import tool_names, tool_properties
 from glm52_plugin.parsers.types import (
     ContentText,
+    Delta,
     Event,
     ParseResult,
     ReasoningText,
     ToolCallDone,
+    events_to_delta,
     new_tool_call_id,
 )
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-__all__ = ["CALL_CLOSE", "CALL_OPEN", "THINK_CLOSE", "THINK_OPEN", "GlmStreamParser", "State"]
+__all__ = [
+    "CALL_CLOSE",
+    "CALL_OPEN",
+    "THINK_CLOSE",
+    "THINK_OPEN",
+    "GlmStreamParser",
+    "State",
+    "StreamView",
+]
 
 
 class State(Enum):
@@ -214,3 +224,22 @@ class GlmStreamParser:
         if name not in self._props:
             self._props[name] = tool_properties(self.tools, name)
         return self._props[name]
+
+
+class StreamView:
+    """`feed`/`finish` of one `GlmStreamParser` as merged `Delta`s, or as ordered events."""
+
+    _stream: GlmStreamParser
+
+    def feed(self, text: str) -> Delta:
+        return events_to_delta(self._stream.feed(text))
+
+    def finish(self) -> Delta:
+        return events_to_delta(self._stream.finish())
+
+    def feed_events(self, text: str) -> list[Event]:
+        """`feed` as ordered events (no Delta merge), for adapters on a hot path."""
+        return self._stream.feed(text)
+
+    def finish_events(self) -> list[Event]:
+        return self._stream.finish()

@@ -9,36 +9,20 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from glm52_plugin.parsers.arguments import Tools
-from glm52_plugin.parsers.stream import GlmStreamParser
+from glm52_plugin.parsers.stream import GlmStreamParser, StreamView
 from glm52_plugin.parsers.types import (
-    Delta,
-    Event,
     ParseResult,
-    events_to_delta,
     new_tool_call_id,
 )
 
 
-class ToolCallParser:
+class ToolCallParser(StreamView):
     """Tool calls out of content (no reasoning): `parse(text)` or streamed `feed`/`finish`."""
 
     def __init__(self, tools: Tools = None, make_id: Callable[[], str] = new_tool_call_id) -> None:
         self._stream = GlmStreamParser(
             tools, thinking=False, parse_reasoning=False, make_id=make_id
         )
-
-    def feed(self, text: str) -> Delta:
-        return events_to_delta(self._stream.feed(text))
-
-    def finish(self) -> Delta:
-        return events_to_delta(self._stream.finish())
-
-    def feed_events(self, text: str) -> list[Event]:
-        """`feed` as ordered events (no Delta merge), for adapters on a hot path."""
-        return self._stream.feed(text)
-
-    def finish_events(self) -> list[Event]:
-        return self._stream.finish()
 
     @staticmethod
     def parse(

@@ -112,10 +112,10 @@ class Glm52ForCausalLM(nn.Module):
         ``activations="nvfp4"`` rounds the inputs of NVFP4 linears as Blackwell's W4A4 kernels
         do (reference.activations); the default is W4A16."""
         from glm52_plugin.reference.activations import check_activations, install_from_checkpoint
-        from glm52_plugin.reference.loading import load_pretrained
+        from glm52_plugin.reference.build import build_model
 
         check_activations(activations)
-        model = load_pretrained(cls, path, dtype, progress, packed_experts)
+        model = build_model(cls, path, dtype, progress, packed_experts)
         if activations == "nvfp4":
             install_from_checkpoint(model, path)
         return model
