@@ -3,6 +3,7 @@ and the single-process distributed state a vLLM worker sets up before it builds 
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +24,14 @@ def vllm_config_for(checkpoint: Path, dtype: str = "float32") -> Any:
         max_num_seqs=2,
         gpu_memory_utilization=0.1,
     )
-    return args.create_engine_config()
+    # vLLM's platform hooks export settings (LOCAL_WORLD_SIZE, LD_PRELOAD, ...) for the workers
+    # it would start: keep them out of the engines later tests start from this environment
+    saved = dict(os.environ)
+    try:
+        return args.create_engine_config()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @contextmanager
