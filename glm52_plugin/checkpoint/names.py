@@ -94,23 +94,21 @@ def is_shared_indexer(name: str, cfg: Glm52Config) -> bool:
     return hit is not None and hit[0] < cfg.num_hidden_layers and not cfg.has_indexer(hit[0])
 
 
+# (name prefix within a layer, group), first match wins: more specific prefixes come first
+_LAYER_GROUPS = (
+    ("self_attn.indexer.", "indexer"),
+    ("self_attn.", "attention (MLA)"),
+    ("mlp.experts.", "routed experts"),
+    ("mlp.shared_experts.", "shared experts"),
+    ("mlp.gate", "router"),
+    ("mlp.", "dense FFN"),
+)
+
+
 def _group(layer: int, cfg: Glm52Config, rest: str) -> str:
-    mtp = layer == cfg.mtp_layer_index
-    if mtp:
+    if layer == cfg.mtp_layer_index:
         return "MTP layer"
-    if rest.startswith("self_attn.indexer."):
-        return "indexer"
-    if rest.startswith("self_attn."):
-        return "attention (MLA)"
-    if rest.startswith("mlp.experts."):
-        return "routed experts"
-    if rest.startswith("mlp.shared_experts."):
-        return "shared experts"
-    if rest.startswith("mlp.gate"):
-        return "router"
-    if rest.startswith("mlp."):
-        return "dense FFN"
-    return "norms"
+    return next((group for prefix, group in _LAYER_GROUPS if rest.startswith(prefix)), "norms")
 
 
 def _layer(cfg: Glm52Config, i: int) -> dict[str, tuple[tuple[int, ...], bool]]:
