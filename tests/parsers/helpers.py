@@ -73,3 +73,16 @@ def arguments(events: list[Event]) -> list[str]:
 def strict(value: Any) -> str:
     """Canonical JSON, so True != 1 and 2 != 2.0 when comparing arguments."""
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+# A long file write: a string-typed body (streamed as generated) between typed siblings; shared
+# by the engine adapters' tests (tests/vllm, tests/sglang).
+WRITE_TOOLS = [{"type": "function", "function": {"name": "write_file", "parameters": {
+    "type": "object", "properties": {"path": {"type": "string"}, "body": {"type": "string"},
+                                     "mode": {"type": "integer"}}}}}]  # fmt: skip
+BODY = 'def f(x):\n    return "<b>" + x * 2 < 3  # é中\n' * 40
+WRITE_CALL = (
+    "<tool_call>write_file<arg_key>path</arg_key><arg_value>a.py</arg_value><arg_key>body"
+    f"</arg_key><arg_value>{BODY}</arg_value><arg_key>mode</arg_key><arg_value>420</arg_value>"
+    "</tool_call>"
+)

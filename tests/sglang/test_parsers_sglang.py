@@ -14,6 +14,7 @@ from sglang.srt.function_call.function_call_parser import FunctionCallParser
 from sglang.srt.parser.reasoning_parser import ReasoningParser
 
 from glm52_plugin.sglang import parsers as ours
+from tests.parsers.helpers import BODY, WRITE_CALL, WRITE_TOOLS
 from tests.parsers.upstream_cases import REASONING_CASES, TOOL_CASES, TOOLSETS
 
 pytestmark = pytest.mark.sglang
@@ -89,17 +90,6 @@ def test_thinking_not_forced_is_all_content() -> None:
         "a</think>b"
     )
     assert (reasoning or None, content) == (None, "a</think>b")
-
-
-WRITE_TOOLS = [{"type": "function", "function": {"name": "write_file", "parameters": {
-    "type": "object", "properties": {"path": {"type": "string"}, "body": {"type": "string"},
-                                     "mode": {"type": "integer"}}}}}]  # fmt: skip
-BODY = 'def f(x):\n    return "<b>" + x * 2 < 3  # é中\n' * 40
-WRITE_CALL = (
-    "<tool_call>write_file<arg_key>path</arg_key><arg_value>a.py</arg_value><arg_key>body"
-    f"</arg_key><arg_value>{BODY}</arg_value><arg_key>mode</arg_key><arg_value>420</arg_value>"
-    "</tool_call>"
-)
 
 
 def _stream_items(parser: FunctionCallParser, text: str, size: int = 4) -> tuple[str, dict]:

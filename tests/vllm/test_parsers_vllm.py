@@ -15,6 +15,7 @@ from vllm.reasoning import ReasoningParserManager
 from vllm.tool_parsers import ToolParserManager
 
 from glm52_plugin.vllm import parsers as ours
+from tests.parsers.helpers import BODY, WRITE_CALL, WRITE_TOOLS
 from tests.parsers.upstream_cases import REASONING_CASES, TOOL_CASES, TOOLSETS
 
 pytestmark = pytest.mark.vllm
@@ -132,15 +133,7 @@ def test_is_reasoning_end_on_token_ids() -> None:
     assert reasoning.extract_content_ids(ids) == [vocab["<tool_call>"], 7]
 
 
-WRITE_TOOLS = [{"type": "function", "function": {"name": "write_file", "parameters": {
-    "type": "object", "properties": {"path": {"type": "string"}, "body": {"type": "string"},
-                                     "mode": {"type": "integer"}}}}}]  # fmt: skip
-BODY = 'def f(x):\n    return "<b>" + x * 2 < 3  # é中\n' * 40
-WRITE_TURN = (
-    "Plan it.</think>Writing.<tool_call>write_file<arg_key>path</arg_key><arg_value>a.py"
-    f"</arg_value><arg_key>body</arg_key><arg_value>{BODY}</arg_value><arg_key>mode</arg_key>"
-    "<arg_value>420</arg_value></tool_call>"
-)
+WRITE_TURN = "Plan it.</think>Writing." + WRITE_CALL
 
 
 def _stream_deltas(parser_cls: type, text: str, size: int, finish_at: int | None = None) -> list:
