@@ -19,7 +19,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import os
 import random
 import urllib.error
 import urllib.request
@@ -30,6 +29,8 @@ from typing import Literal
 
 import torch
 from torch import Tensor
+
+from glm52_plugin.reference.footprint import available_memory_bytes, weight_bytes_in_memory
 
 log = logging.getLogger(__name__)
 
@@ -225,28 +226,6 @@ def served_tokens(
 
 
 # ---- the reference side --------------------------------------------------------------------------
-def fp32_reference_bytes(path: Path) -> int:
-    """Bytes the in-memory fp32 reference needs for ``path``'s weights, from safetensors headers:
-    every value as fp32, NVFP4 weights (two values per byte) dequantised; scales are dropped."""
-    from glm52_plugin.checkpoint.safetensors_header import read_headers
-
-    total = 0
-    for name, info in read_headers(path).items():
-        if name.endswith(("weight_scale", "weight_scale_2", "input_scale")):
-            continue
-        total += 4 * info.numel * (2 if info.dtype == "U8" else 1)
-    return total
-
-
-def available_memory_bytes() -> int:
-    """MemAvailable from /proc/meminfo (Linux), else the physical memory size."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 @dataclass
@@ -265,7 +244,7 @@ class Reference:
     _model: object = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
-        self.needed_gb = fp32_reference_bytes(self.path) / GB
+        self.needed_gb = weight_bytes_in_memory(self.path, 4) / GB
         if self.mode == "auto":
             budget = (
                 self.max_memory_gb

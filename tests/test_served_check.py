@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from glm52_plugin.reference.footprint import weight_bytes_in_memory
 from glm52_plugin.reference.generate import generate
 from glm52_plugin.served_check import (
     Reference,
     build_prompts,
     check_tokens,
-    fp32_reference_bytes,
 )
 from tests.conftest import prompt_ids
 
@@ -67,7 +67,7 @@ def test_fp32_estimate_counts_the_loaded_models_parameters(toy_nvfp4_checkpoints
     path = toy_nvfp4_checkpoints[2]
     model = Glm52ForCausalLM.from_pretrained(path, dtype=torch.float32, progress=False)
     loaded = sum(4 * t.numel() for t in model.state_dict().values())
-    assert fp32_reference_bytes(path) == loaded
+    assert weight_bytes_in_memory(path, 4) == loaded
 
 
 def test_streamed_and_in_memory_reference_agree_on_ragged_batches(toy_nvfp4_checkpoints) -> None:
@@ -89,7 +89,7 @@ def test_streamed_and_in_memory_reference_agree_on_ragged_batches(toy_nvfp4_chec
 
 def test_auto_mode_streams_when_the_model_does_not_fit(toy_checkpoints) -> None:
     path = toy_checkpoints[2]
-    needed = fp32_reference_bytes(path) / 1e9
+    needed = weight_bytes_in_memory(path, 4) / 1e9
     assert Reference(path, max_memory_gb=10 * needed).mode == "memory"
     assert Reference(path, max_memory_gb=needed).mode == "stream"
 

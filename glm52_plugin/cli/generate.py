@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,43 +65,14 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError("; ".join(problems))
 
 
-def available_memory_bytes() -> int:
-    """Memory this process could take now: MemAvailable on Linux, else physical memory."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def weight_bytes_in_memory(path: Path, dtype: str, packed_experts: bool) -> int:
-    """What the reference model's weights take once loaded, from the safetensors headers:
-    floating tensors in ``dtype``; NVFP4 codes (uint8, two values a byte) dequantised to ``dtype``
-    unless ``packed_experts`` keeps the routed experts' packed."""
-    from glm52_plugin.checkpoint import Checkpoint
-
-    size = DTYPE_BYTES[dtype]
-    total = 0
-    for name, info in Checkpoint.open(path).tensors.items():
-        if info.dtype == "U8":
-            packed = packed_experts and ".mlp.experts." in name  # only routed experts stay packed
-            total += info.nbytes if packed else 2 * info.numel * size
-        elif info.dtype.startswith("F8"):
-            total += info.nbytes  # block scales: folded into the weights or kept beside them
-        else:
-            total += info.numel * size
-    return total
-
-
 def _size(n: int) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
 def check_fits(path: Path, args: argparse.Namespace) -> None:
-    need = weight_bytes_in_memory(path, args.dtype, args.packed_experts)
+    from glm52_plugin.reference.footprint import available_memory_bytes, weight_bytes_in_memory
+
+    need = weight_bytes_in_memory(path, DTYPE_BYTES[args.dtype], args.packed_experts)
     have = available_memory_bytes() if args.max_memory_gb is None else int(args.max_memory_gb * 1e9)
     if need > have:
         where = "available on this machine" if args.max_memory_gb is None else "--max-memory-gb"

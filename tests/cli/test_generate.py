@@ -7,9 +7,10 @@ import json
 
 import torch
 
-from glm52_plugin.cli.generate import TOY_NOTE, weight_bytes_in_memory
+from glm52_plugin.cli.generate import TOY_NOTE
 from glm52_plugin.cli.main import main
 from glm52_plugin.reference import Glm52ForCausalLM
+from glm52_plugin.reference.footprint import weight_bytes_in_memory
 from tests.cli.helpers import assert_one_error, glm52
 
 
@@ -65,7 +66,7 @@ def test_memory_estimate_matches_the_loaded_model(toy_models, toy_checkpoints):
     # the estimate comes from safetensors headers; the loaded float32 model is the independent count
     for layers, model in toy_models.items():
         loaded = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-        estimate = weight_bytes_in_memory(toy_checkpoints[layers], "float32", False)
+        estimate = weight_bytes_in_memory(toy_checkpoints[layers], 4)
         assert abs(estimate - loaded) / loaded < 0.05, (layers, estimate, loaded)
         assert model.lm_head.weight.dtype == torch.float32
 
@@ -77,7 +78,7 @@ def test_memory_estimate_of_nvfp4_packed_or_not(toy_nvfp4_checkpoints):
             path, dtype=torch.float32, progress=False, packed_experts=packed
         )
         loaded = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-        estimate = weight_bytes_in_memory(path, "float32", packed)
+        estimate = weight_bytes_in_memory(path, 4, packed)
         assert abs(estimate - loaded) / loaded < 0.05, (packed, estimate, loaded)
 
 
