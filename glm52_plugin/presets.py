@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 _GLM52_FULL = {0, 1, 2, *range(6, 78, 4)}
+
+# GLM-5.2's router, activation, norm and RoPE settings: the toys keep them exactly
+_GLM52_ROUTING_AND_ROPE: dict[str, Any] = {
+    "n_shared_experts": 1,
+    "n_group": 1,
+    "topk_group": 1,
+    "moe_layer_freq": 1,
+    "scoring_func": "sigmoid",
+    "topk_method": "noaux_tc",
+    "norm_topk_prob": True,
+    "routed_scaling_factor": 2.5,
+    "hidden_act": "silu",
+    "rms_norm_eps": 1e-05,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 8000000.0},
+    "rope_interleave": True,
+    "indexer_rope_interleave": True,
+}
 
 GLM52_CONFIG: dict[str, Any] = {
     "architectures": ["GlmMoeDsaForCausalLM"],
@@ -24,22 +42,10 @@ GLM52_CONFIG: dict[str, Any] = {
     "v_head_dim": 256,
     "head_dim": 192,  # meaningless in the hub file; kept so parsing it is exercised
     "n_routed_experts": 256,
-    "n_shared_experts": 1,
     "num_experts_per_tok": 8,
-    "n_group": 1,
-    "topk_group": 1,
     "first_k_dense_replace": 3,
-    "moe_layer_freq": 1,
-    "scoring_func": "sigmoid",
-    "topk_method": "noaux_tc",
-    "norm_topk_prob": True,
-    "routed_scaling_factor": 2.5,
-    "hidden_act": "silu",
-    "rms_norm_eps": 1e-05,
+    **_GLM52_ROUTING_AND_ROPE,
     "max_position_embeddings": 1048576,
-    "rope_parameters": {"rope_type": "default", "rope_theta": 8000000.0},
-    "rope_interleave": True,
-    "indexer_rope_interleave": True,
     "index_topk": 2048,
     "index_n_heads": 32,
     "index_head_dim": 128,
@@ -91,22 +97,10 @@ def toy_config_dict(layers: int = 2) -> dict[str, Any]:
         "qk_rope_head_dim": 64,
         "v_head_dim": 64,
         "n_routed_experts": 8,
-        "n_shared_experts": 1,
         "num_experts_per_tok": 2,
-        "n_group": 1,
-        "topk_group": 1,
         "first_k_dense_replace": 1,
-        "moe_layer_freq": 1,
-        "scoring_func": "sigmoid",
-        "topk_method": "noaux_tc",
-        "norm_topk_prob": True,
-        "routed_scaling_factor": 2.5,
-        "hidden_act": "silu",
-        "rms_norm_eps": 1e-05,
+        **copy.deepcopy(_GLM52_ROUTING_AND_ROPE),
         "max_position_embeddings": 4096,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 8000000.0},
-        "rope_interleave": True,
-        "indexer_rope_interleave": True,
         "index_topk": 16,
         "index_n_heads": 4,
         "index_head_dim": 128,
