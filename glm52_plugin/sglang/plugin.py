@@ -33,6 +33,7 @@ from types import ModuleType
 from typing import Any
 
 from glm52_plugin import __version__
+from glm52_plugin.early_log import log_with_temporary_handler
 from glm52_plugin.env import env_flag
 
 DISABLE_ENV = "GLM52_DISABLE_PLUGIN"
@@ -152,12 +153,4 @@ def _log(level: int, msg: str) -> None:
     if logger.hasHandlers():
         logger.log(level, msg)
         return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%Y-%m-%d %H:%M:%S"))
-    logger.addHandler(handler)
-    logger.setLevel(level)
-    try:
-        logger.log(level, msg)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(logging.NOTSET)
+    log_with_temporary_handler(logger, level, msg, "[%(asctime)s] %(message)s", "%Y-%m-%d %H:%M:%S")

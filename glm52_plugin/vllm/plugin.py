@@ -19,9 +19,9 @@ import functools
 import importlib
 import logging
 import os
-import sys
 
 from glm52_plugin import __version__
+from glm52_plugin.early_log import log_with_temporary_handler
 from glm52_plugin.env import env_flag
 
 DISABLE_ENV = "GLM52_DISABLE_PLUGIN"
@@ -104,17 +104,8 @@ def _log(level: int, msg: str) -> None:
     threshold = getattr(logging, os.environ.get("VLLM_LOGGING_LEVEL", "INFO").upper(), logging.INFO)
     if level < threshold:  # honour the level vLLM is about to apply
         return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(levelname)s %(asctime)s [glm52_plugin] %(message)s", "%m-%d %H:%M:%S")
-    )
-    logger.addHandler(handler)
-    logger.setLevel(level)
-    try:
-        logger.log(level, msg)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(logging.NOTSET)
+    fmt = "%(levelname)s %(asctime)s [glm52_plugin] %(message)s"
+    log_with_temporary_handler(logger, level, msg, fmt, "%m-%d %H:%M:%S")
 
 
 def _vllm_configures_logging() -> bool:

