@@ -169,7 +169,8 @@ def _speculative(model, input_ids, max_new_tokens, sampler, stop_ids, k) -> Gene
             drafts.append(sampler.sample(logits))
             if j + 1 < k:
                 # the reused set plus the draft positions written since (a query sees itself)
-                reuse = torch.cat((reuse, torch.full((1, 1, 1), pos)), -1)
+                written = torch.full((1, 1, 1), pos, dtype=reuse.dtype, device=reuse.device)
+                reuse = torch.cat((reuse, written), -1)
                 o, _ = model.mtp(
                     o.hidden[:, -1:], drafts[-1][:, None], pos, cache, reuse_topk=reuse
                 )
@@ -207,9 +208,10 @@ def _speculative(model, input_ids, max_new_tokens, sampler, stop_ids, k) -> Gene
         # 3. roll back rejected positions; MTP re-runs verified positions with main-model hidden
         cache.truncate(n0 + accepted + 1, main_layers)
         cache.layers[mtp_layer].truncate(mtp_start + mtp_ids.shape[1])
-        last = torch.tensor([new[-1]])
+        device = input_ids.device
+        last = torch.tensor([new[-1]], device=device)
         mtp_hidden = verify.hidden[:, : accepted + 1]
-        mtp_ids, mtp_start = torch.tensor([new]), n0
+        mtp_ids, mtp_start = torch.tensor([new], device=device), n0
     result.decode_seconds = time.perf_counter() - t1
     return result
 
