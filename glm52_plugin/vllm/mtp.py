@@ -19,11 +19,17 @@ import re
 from collections.abc import Iterable, Iterator
 
 import torch
+from torch import nn
+from vllm.compilation.decorators import support_torch_compile
+from vllm.model_executor.models import deepseek_mtp as mtp
 from vllm.model_executor.models.deepseek_mtp import DeepSeekMTP
 
 from glm52_plugin.checkpoint.preload import engine_config, require_mtp_layer
-from glm52_plugin.vllm.attention import SharedTopk, install_dsa
+from glm52_plugin.config import Glm52Config
+from glm52_plugin.reference.layers import Rotary
 from glm52_plugin.vllm.compat import class_for_platform
+from glm52_plugin.vllm.decoder import GlmDsaDecoderLayer
+from glm52_plugin.vllm.rope import InterleavedRope
 from glm52_plugin.vllm.weights import (
     align_mtp_head_exclusion,
     copy_checked,
@@ -35,6 +41,69 @@ from glm52_plugin.vllm.weights import (
 log = logging.getLogger(f"vllm.{__name__}")
 
 
+class _MtpLayer(mtp.DeepSeekMultiTokenPredictorLayer):
+    """vLLM's MTP layer (vLLM 0.32 ``vllm/model_executor/models/deepseek_mtp.py``) whose block is
+    a ``GlmDsaDecoderLayer``, a full DSA layer with its own indexer."""
+
+    def __init__(self, vllm_config, prefix: str, glm_config: Glm52Config) -> None:
+        nn.Module.__init__(self)  # the base's constructor would build vLLM's decoder layer
+        config = vllm_config.speculative_config.draft_model_config.hf_config
+        self.config = config
+        self.enorm = mtp.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.hnorm = mtp.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.eh_proj = nn.Linear(config.hidden_size * 2, config.hidden_size, bias=False)
+        self.device = mtp.current_platform.device_type
+        self.is_v32 = False  # vLLM's sparse-MLA buffers are for its CUDA DSA, unused here
+        self.shared_head = mtp.SharedHead(
+            config=config, prefix=prefix, quant_config=vllm_config.quant_config
+        )
+        rope = InterleavedRope(Rotary(glm_config))
+        self.mtp_block = GlmDsaDecoderLayer(vllm_config, prefix, glm_config, rope, config=config)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        previous_hidden_states: torch.Tensor,
+        inputs_embeds: torch.Tensor | None = None,
+        spec_step_index: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        del input_ids, spec_step_index
+        if inputs_embeds is None:
+            raise ValueError("MTP layer: inputs_embeds is required")
+        # masking inputs at position 0, as not needed by MTP (as vLLM's)
+        inputs_embeds = torch.where(positions.unsqueeze(-1) == 0, 0, inputs_embeds)
+        inputs_embeds = self.enorm(inputs_embeds)
+        previous_hidden_states = self.hnorm(previous_hidden_states)
+        hidden_states = self.eh_proj(torch.cat([inputs_embeds, previous_hidden_states], dim=-1))
+        # the block is a full layer: it computes its own selection
+        hidden_states, residual, _ = self.mtp_block(positions, hidden_states, None)
+        hidden_states = residual + hidden_states  # pre-final-norm (logits hidden)
+        return hidden_states, self.shared_head(hidden_states)
+
+
+class _MtpPredictor(mtp.DeepSeekMultiTokenPredictor):
+    """vLLM's ``DeepSeekMultiTokenPredictor`` built of ``_MtpLayer``."""
+
+    def __init__(self, *, vllm_config, prefix: str, glm_config: Glm52Config) -> None:
+        nn.Module.__init__(self)  # the base's constructor would build vLLM's MTP layers
+        config = vllm_config.model_config.hf_config
+        self.mtp_start_layer_idx = config.num_hidden_layers
+        self.num_mtp_layers = config.num_nextn_predict_layers
+        first = self.mtp_start_layer_idx
+        self.layers = nn.ModuleDict(
+            {
+                str(i): _MtpLayer(vllm_config, f"{prefix}.layers.{i}", glm_config)
+                for i in range(first, first + self.num_mtp_layers)
+            }
+        )
+        self.embed_tokens = mtp.VocabParallelEmbedding(
+            config.vocab_size, config.hidden_size, prefix=mtp.maybe_prefix(prefix, "embed_tokens")
+        )
+        self.logits_processor = mtp.LogitsProcessor(config.vocab_size)
+
+
+@support_torch_compile
 class PortableDeepseekV32MTPModel(DeepSeekMTP):
     def __init__(self, *, vllm_config, prefix: str = "") -> None:
         model_config = vllm_config.model_config
@@ -47,13 +116,22 @@ class PortableDeepseekV32MTPModel(DeepSeekMTP):
         model_config.hf_config = draft_config.hf_config = twin
         vllm_config.quant_config = None  # the MTP layer is BF16 in GLM-5.2-NVFP4 checkpoints
         try:
-            super().__init__(vllm_config=vllm_config, prefix=prefix)
+            # DeepSeekMTP.__init__, with our predictor (vLLM's builds its own decoder layers)
+            nn.Module.__init__(self)
+            self.config = twin
+            self.quant_config = None
+            self.model = _MtpPredictor(
+                vllm_config=vllm_config,
+                prefix=mtp.maybe_prefix(prefix, "model"),
+                glm_config=glm_config,
+            )
+            self.set_moe_parameters()
+            self.make_empty_intermediate_tensors = mtp.make_empty_intermediate_tensors_factory(
+                ["hidden_states", "residual"], twin.hidden_size
+            )
         finally:
             model_config.hf_config, draft_config.hf_config, vllm_config.quant_config = saved
         self.glm_config = glm_config
-        layer = glm_config.mtp_layer_index
-        block = self.model.layers[str(layer)].mtp_block
-        install_dsa(block.self_attn, glm_config, layer, SharedTopk())
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         layer = self.glm_config.mtp_layer_index

