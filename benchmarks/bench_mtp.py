@@ -27,6 +27,7 @@ def worker(args: argparse.Namespace) -> dict:
     from vllm.inputs import TokensPrompt
 
     from glm52_plugin.toy import ensure_toy
+    from glm52_plugin.vllm.spec_metrics import spec_decode_counters
 
     k = args.worker
     llm = LLM(model=str(ensure_toy(args.layers, progress=False)), dtype=args.dtype,
@@ -45,24 +46,13 @@ def worker(args: argparse.Namespace) -> dict:
         return len(out[0].outputs[0].token_ids)
 
     run(1000)  # warm-up: first-call allocations, kernel builds
-    before = _counters(llm)
+    before = spec_decode_counters(llm)
     t0 = time.perf_counter()
     tokens = sum(run(seed) for seed in range(args.requests))
     seconds = time.perf_counter() - t0
-    after = _counters(llm)
+    after = spec_decode_counters(llm)
     spec = {key: _minus(after.get(key), before.get(key)) for key in after}
     return {"k": k, "tokens": tokens, "seconds": seconds, "spec": spec}
-
-
-def _counters(llm) -> dict:
-    out: dict = {}
-    for metric in llm.get_metrics():
-        name = metric.name.removeprefix("vllm:spec_decode_")
-        if name in ("num_drafts", "num_draft_tokens", "num_accepted_tokens"):
-            out[name] = metric.value
-        elif name == "num_accepted_tokens_per_pos":
-            out[name] = list(metric.values)
-    return out
 
 
 def _minus(a, b):

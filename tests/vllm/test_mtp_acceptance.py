@@ -116,6 +116,7 @@ def _main() -> None:
     from vllm.inputs import TokensPrompt
 
     from glm52_plugin.vllm.mtp import PortableDeepseekV32MTPModel
+    from glm52_plugin.vllm.spec_metrics import spec_decode_counters
 
     drafts: list[list[list[list[float]]]] = []  # request -> proposal -> step -> log-probs
     calls = {"n": 0}
@@ -153,13 +154,7 @@ def _main() -> None:
     for ids in prompts:  # one at a time: each request's drafts in order
         out = llm.generate([TokensPrompt(prompt_token_ids=ids)], params, use_tqdm=False)
         tokens.append(list(out[0].outputs[0].token_ids))
-    metrics: dict = {}
-    for metric in llm.get_metrics():
-        name = metric.name.removeprefix("vllm:spec_decode_")
-        if name in ("num_drafts", "num_draft_tokens", "num_accepted_tokens"):
-            metrics[name] = metric.value
-        elif name == "num_accepted_tokens_per_pos":
-            metrics[name] = list(metric.values)
+    metrics = spec_decode_counters(llm)
     print("RESULT " + json.dumps({"tokens": tokens, "drafts": drafts, "metrics": metrics}))
 
 
