@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,20 +27,13 @@ def _example(name: str):
     path = Path(__file__).resolve().parents[2] / "examples" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # the examples import each other by bare name
     spec.loader.exec_module(module)
     return module
 
 
 steering = _example("toy_steering")
-TOOLS = [{
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather forecast",
-        "parameters": {"type": "object", "properties": {
-            "city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]},
-    },
-}]  # fmt: skip
+TOOLS = _example("tool_calling_loop").TOOLS
 TOOL_TEXT = (
     "I should call the tool.</think>Let me check."
     "<tool_call>get_weather<arg_key>city</arg_key><arg_value>Paris</arg_value>"
