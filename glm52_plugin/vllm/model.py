@@ -53,7 +53,7 @@ class PortableGlmMoeDsaForCausalLM(DeepseekV2ForCausalLM):
         # (topk_method: else vLLM's router has no correction bias) go onto hf_config
         glm_config = engine_config(hf_config, vllm_config.model_config.model, log)
         # the caller's vllm_config stays as it is: the layers are built from a copy
-        layer_config = _layer_config(vllm_config)
+        layer_config = cpu_layer_config(vllm_config)
         from vllm.config import set_current_vllm_config
 
         # DeepseekV2ForCausalLM.__init__ builds self.model as self.model_cls(vllm_config, prefix):
@@ -85,7 +85,7 @@ class PortableGlmMoeDsaForCausalLM(DeepseekV2ForCausalLM):
         return loaded
 
 
-def _layer_config(vllm_config: Any) -> Any:
+def cpu_layer_config(vllm_config: Any) -> Any:
     """A shallow copy of ``vllm_config`` to build the CPU layers from.
 
     vLLM's CPU platform refuses DSA at layer construction, so the copy's model config holds the

@@ -14,6 +14,7 @@ accepts.
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 from collections.abc import Iterable, Iterator
@@ -29,11 +30,11 @@ from glm52_plugin.config import Glm52Config
 from glm52_plugin.reference.layers import Rotary
 from glm52_plugin.vllm.compat import class_for_platform
 from glm52_plugin.vllm.decoder import GlmDsaDecoderLayer
+from glm52_plugin.vllm.model import cpu_layer_config
 from glm52_plugin.vllm.rope import InterleavedRope
 from glm52_plugin.vllm.weights import (
     align_mtp_head_exclusion,
     copy_checked,
-    dense_twin_config,
     require_indexers_loaded,
 )
 
@@ -106,31 +107,34 @@ class _MtpPredictor(mtp.DeepSeekMultiTokenPredictor):
 @support_torch_compile
 class PortableDeepseekV32MTPModel(DeepSeekMTP):
     def __init__(self, *, vllm_config, prefix: str = "") -> None:
+        from vllm.config import set_current_vllm_config
+
         model_config = vllm_config.model_config
-        draft_config = vllm_config.speculative_config.draft_model_config
-        hf_config = model_config.hf_config
         require_mtp_layer(model_config.model)  # start-up fails here for a checkpoint without it
-        glm_config = engine_config(hf_config, model_config.model, log)
-        twin = dense_twin_config(hf_config)
-        saved = (model_config.hf_config, draft_config.hf_config, vllm_config.quant_config)
-        model_config.hf_config = draft_config.hf_config = twin
-        vllm_config.quant_config = None  # the MTP layer is BF16 in GLM-5.2-NVFP4 checkpoints
-        try:
-            # DeepSeekMTP.__init__, with our predictor (vLLM's builds its own decoder layers)
-            nn.Module.__init__(self)
-            self.config = twin
-            self.quant_config = None
+        glm_config = engine_config(model_config.hf_config, model_config.model, log)
+        # the caller's vllm_config stays as it is: the layer is built from a copy whose target
+        # and draft configs are the DSA-free twin, with no quantization config (the MTP layer is
+        # BF16 in GLM-5.2-NVFP4 checkpoints)
+        layer_config = cpu_layer_config(vllm_config)
+        twin = layer_config.model_config.hf_config
+        speculative = copy.copy(vllm_config.speculative_config)
+        speculative.draft_model_config = copy.copy(speculative.draft_model_config)
+        speculative.draft_model_config.hf_config = twin
+        layer_config.speculative_config = speculative
+        # DeepSeekMTP.__init__, with our predictor (vLLM's builds its own decoder layers)
+        nn.Module.__init__(self)
+        self.config = twin
+        self.quant_config = None
+        with set_current_vllm_config(layer_config):
             self.model = _MtpPredictor(
-                vllm_config=vllm_config,
+                vllm_config=layer_config,
                 prefix=mtp.maybe_prefix(prefix, "model"),
                 glm_config=glm_config,
             )
-            self.set_moe_parameters()
-            self.make_empty_intermediate_tensors = mtp.make_empty_intermediate_tensors_factory(
-                ["hidden_states", "residual"], twin.hidden_size
-            )
-        finally:
-            model_config.hf_config, draft_config.hf_config, vllm_config.quant_config = saved
+        self.set_moe_parameters()
+        self.make_empty_intermediate_tensors = mtp.make_empty_intermediate_tensors_factory(
+            ["hidden_states", "residual"], twin.hidden_size
+        )
         self.glm_config = glm_config
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
