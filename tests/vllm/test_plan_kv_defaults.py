@@ -35,8 +35,13 @@ def _vllm_choice(sm: int) -> str:
         speculative_config=None,
         parallel_config=mock.Mock(),
     )
+    hook = MODELS_CONFIG_MAP["GlmMoeDsaForCausalLM"]
+    if getattr(
+        hook, "glm52_hook", False
+    ):  # the plugin's wrapper (vllm/config_hook.py): ask vLLM's own
+        hook = hook.__bases__[0]
     with mock.patch("vllm.platforms.current_platform", platform, create=True):
-        MODELS_CONFIG_MAP["GlmMoeDsaForCausalLM"].verify_and_update_config(config)
+        hook.verify_and_update_config(config)
     return config.cache_config.cache_dtype
 
 
