@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
-from safetensors import safe_open
 from torch import Tensor, nn
 
-from glm52_plugin.checkpoint.safetensors_header import shard_map
 from glm52_plugin.nvfp4.activation import fake_quantize
 
 log = logging.getLogger(__name__)
@@ -46,25 +44,20 @@ def check_activations(activations: str) -> Activations:
 
 def read_input_scales(path: str | Path) -> dict[str, Tensor]:
     """Checkpoint directory -> {module name: fp32 scalar ``input_scale``} (empty if none)."""
-    directory = Path(path)
-    files: dict[Path, list[str]] = {}
-    for name, file in shard_map(directory).items():
-        if name.endswith(SUFFIX):
-            files.setdefault(file, []).append(name)
+    from glm52_plugin.checkpoint.reader import Checkpoint
+
+    ckpt = Checkpoint.open(path)
     scales: dict[str, Tensor] = {}
-    for file, names in sorted(files.items()):
-        with safe_open(file, framework="pt") as f:
-            for name in names:
-                t = f.get_tensor(name)
-                if t.numel() != 1 or not t.is_floating_point():
-                    raise ValueError(
-                        f"{file}: {name} must be a floating-point scalar, "
-                        f"got {t.dtype} {tuple(t.shape)}"
-                    )
-                value = t.float().reshape(())
-                if not torch.isfinite(value) or value <= 0:
-                    raise ValueError(f"{file}: {name} = {value.item()} is not a positive number")
-                scales[name[: -len(SUFFIX)]] = value
+    for name, t in ckpt.read(n for n in ckpt.tensors if n.endswith(SUFFIX)):
+        file = ckpt.tensors[name].file
+        if t.numel() != 1 or not t.is_floating_point():
+            raise ValueError(
+                f"{file}: {name} must be a floating-point scalar, got {t.dtype} {tuple(t.shape)}"
+            )
+        value = t.float().reshape(())
+        if not torch.isfinite(value) or value <= 0:
+            raise ValueError(f"{file}: {name} = {value.item()} is not a positive number")
+        scales[name[: -len(SUFFIX)]] = value
     return scales
 
 
