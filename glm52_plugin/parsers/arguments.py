@@ -56,6 +56,8 @@ PHASE_TAGS: dict[Phase, tuple[str, ...]] = {
     Phase.VALUE: (VALUE_CLOSE, CALL_CLOSE, CALL_OPEN),
 }
 
+ALL_CALL_TAGS = frozenset(t for tags in PHASE_TAGS.values() for t in tags)
+
 Properties = Callable[[str], Mapping[str, Any]]
 Tools = Sequence[Mapping[str, Any]] | None
 
@@ -83,6 +85,7 @@ class CallBuilder:
         "done",
         "events",
         "id",
+        "in_string",
         "index",
         "leftover",
         "name",
@@ -115,10 +118,21 @@ class CallBuilder:
         self._pairs: list[tuple[str, str]] = []
         self._key = ""
         self._value: list[str] = []
-        self._string = False  # the open value streams as a JSON string
+        self._string = False  # the last value opened streams as a JSON string
+        # Inside a value that streams as a JSON string (`string_text` applies): phase VALUE
+        # and _string, kept as one attribute because the stream parser asks it per delta.
+        self.in_string = False
 
     def tags(self) -> tuple[str, ...]:
         return PHASE_TAGS[self.phase]
+
+    def string_text(self, text: str) -> ToolCallArgs:
+        """`text(text)` when `in_string` and the text holds no tag: returns the event instead
+        of appending it, for the stream parser's fast path (most deltas of a long argument)."""
+        self._value.append(text)
+        piece = encode_basestring(text)[1:-1]
+        self._pieces.append(piece)
+        return ToolCallArgs(self.index, piece)
 
     # -- input ------------------------------------------------------------------------
 
@@ -158,7 +172,7 @@ class CallBuilder:
             else:
                 self._finish()
         elif tag == CALL_CLOSE:
-            if phase is Phase.BETWEEN or (phase is Phase.VALUE and self._string):
+            if phase is Phase.BETWEEN or self.in_string:
                 self._finish()
             else:  # the unfinished pair was never sent: its text is content
                 self._break("")
@@ -184,7 +198,7 @@ class CallBuilder:
                 self._finish()
             else:
                 self._reject()
-        elif self.phase is Phase.VALUE and self._string:
+        elif self.in_string:
             self._finish()
         else:
             self._break("")
@@ -232,7 +246,7 @@ class CallBuilder:
         self._value = []
         key = self._key
         schema = self._props.get(key)
-        self._string = schema is None or always_string(schema)
+        self._string = self.in_string = schema is None or always_string(schema)
         if self._string:
             sep = ", " if self._pairs else ""
             self._send(f"{sep}{encode_basestring(key)}: " + '"')
@@ -255,11 +269,13 @@ class CallBuilder:
         self._pending = []
         self._value = []
         self.phase = Phase.BETWEEN
+        self.in_string = False
 
     def _finish(self) -> None:
-        if self.phase is Phase.VALUE and self._string:  # cut off inside a string: keep it
+        if self.in_string:  # cut off inside a string: keep it
             self._send('"')
             self._pairs[-1] = (self._key, "".join(self._value))
+            self.in_string = False
         self._send("}")
         self.done = True
         call = ToolCall(self.id, self.name, "".join(self._pieces), tuple(self._pairs))

@@ -76,7 +76,7 @@ class ReasoningParser(StreamView):
 
     def __init__(self, thinking: bool = True) -> None:
         self.thinking = thinking
-        self._stream = GlmStreamParser(thinking=thinking, parse_tools=False)
+        self._bind(GlmStreamParser(thinking=thinking, parse_tools=False))
 
     @property
     def reasoning_ended(self) -> bool:

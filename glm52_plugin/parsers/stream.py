@@ -20,7 +20,14 @@ from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from typing import Any
 
-from glm52_plugin.parsers.arguments import CALL_CLOSE, CALL_OPEN, CallBuilder
+from glm52_plugin.parsers.arguments import (
+    ALL_CALL_TAGS,
+    CALL_CLOSE,
+    CALL_OPEN,
+    PHASE_TAGS,
+    CallBuilder,
+    Phase,
+)
 from glm52_plugin.parsers.schema import tool_names, tool_properties
 from glm52_plugin.parsers.types import (
     ContentText,
@@ -34,6 +41,9 @@ from glm52_plugin.parsers.types import (
 )
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+_LONGEST_TAG = max(map(len, (THINK_OPEN, THINK_CLOSE, *ALL_CALL_TAGS)))
+_LEADS = ("</", "<t")  # how every tag of reasoning, content and a string value starts
+assert all(t.startswith(_LEADS) for t in (THINK_OPEN, THINK_CLOSE, *PHASE_TAGS[Phase.VALUE]))
 __all__ = [
     "CALL_CLOSE",
     "CALL_OPEN",
@@ -87,35 +97,52 @@ class GlmStreamParser:
     # -- public API -------------------------------------------------------------------
 
     def feed(self, text: str) -> list[Event]:
-        if "<" not in text and not self._pending:  # most deltas: no tag can start here
-            self._emit(text)
-            return self._take()
+        if text and not self._pending:
+            # Most deltas hold no tag and leave the state as it is: one event, built here.
+            # In reasoning, in content and inside a streamed string value, every tag starts
+            # with `</` or `<t` (_LEADS), so text without those, not ending in `<`, is text.
+            plain = "<" not in text
+            if plain or ("</" not in text and "<t" not in text and text[-1] != "<"):
+                state = self.state
+                if state is State.REASONING:
+                    return [ReasoningText(text)]
+                call = self._call
+                if call is not None:
+                    if call.in_string:
+                        return [call.string_text(text)]
+                elif state is State.CONTENT and (self._content_seen or not self.parse_tools):
+                    return [ContentText(text)]
+                if plain:  # any other state: no tag at all, one step of the general path
+                    self._emit(text)
+                    return self._take()
         buf = self._pending + text
         self._pending = ""
-        i = 0
-        n = len(buf)
-        while i < n:
+        i = 0  # start of the text not emitted yet
+        k = 0  # where to look for the next `<`
+        while i < len(buf):
             tags = self._tags()
-            j = buf.find("<", i) if tags else -1
+            j = buf.find("<", k) if tags else -1
             if j < 0:
                 self._emit(buf[i:])
                 break
-            tag = next((t for t in tags if buf.startswith(t, j)), None)
-            if tag is not None:
+            if buf.startswith(tags, j):  # one test for all tags; then find which one
                 if i < j:  # the text may end the open call: look at the tag again after it
                     self._emit(buf[i:j])
-                    i = j
+                    i = k = j
                     continue
+                tag = next(t for t in tags if buf.startswith(t, j))
                 self._on_tag(tag)
-                i = j + len(tag)
+                i = k = j + len(tag)
                 continue
             rest = buf[j:]
-            if any(t.startswith(rest) for t in tags):  # only a cut-off tag can match here
-                self._emit(buf[i:j])
+            if len(rest) < _LONGEST_TAG and any(t.startswith(rest) for t in tags):
+                self._emit(buf[i:j])  # only a cut-off tag can match here: hold it back
                 self._pending = rest
                 break
-            self._emit(buf[i : j + 1])
-            i = j + 1
+            # A `<` that starts no tag is text: emitted with what follows, as one piece. Text
+            # can end a call but never adds a tag (each state's tags include those of the
+            # states text leads to), so `<`s passed over here stay text after it is emitted.
+            k = j + 1
         return self._take()
 
     def finish(self) -> list[Event]:
@@ -230,16 +257,18 @@ class StreamView:
     """`feed`/`finish` of one `GlmStreamParser` as merged `Delta`s, or as ordered events."""
 
     _stream: GlmStreamParser
+    # `feed`/`finish` as ordered events (no Delta merge), for adapters on a hot path: the
+    # stream parser's own bound methods, so a call costs no wrapper frame.
+    feed_events: Callable[[str], list[Event]]
+    finish_events: Callable[[], list[Event]]
+
+    def _bind(self, stream: GlmStreamParser) -> None:
+        self._stream = stream
+        self.feed_events = stream.feed
+        self.finish_events = stream.finish
 
     def feed(self, text: str) -> Delta:
         return events_to_delta(self._stream.feed(text))
 
     def finish(self) -> Delta:
         return events_to_delta(self._stream.finish())
-
-    def feed_events(self, text: str) -> list[Event]:
-        """`feed` as ordered events (no Delta merge), for adapters on a hot path."""
-        return self._stream.feed(text)
-
-    def finish_events(self) -> list[Event]:
-        return self._stream.finish()

@@ -20,9 +20,7 @@ class ToolCallParser(StreamView):
     """Tool calls out of content (no reasoning): `parse(text)` or streamed `feed`/`finish`."""
 
     def __init__(self, tools: Tools = None, make_id: Callable[[], str] = new_tool_call_id) -> None:
-        self._stream = GlmStreamParser(
-            tools, thinking=False, parse_reasoning=False, make_id=make_id
-        )
+        self._bind(GlmStreamParser(tools, thinking=False, parse_reasoning=False, make_id=make_id))
 
     @staticmethod
     def parse(

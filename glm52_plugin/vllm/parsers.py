@@ -27,6 +27,7 @@ from glm52_plugin.parsers import (
 )
 from glm52_plugin.parsers.reasoning import TURN_BOUNDARIES
 from glm52_plugin.parsers.stream import CALL_OPEN, THINK_CLOSE, THINK_OPEN
+from glm52_plugin.parsers.trusted import unvalidated
 from glm52_plugin.parsers.types import (
     ContentText,
     Event,
@@ -86,17 +87,24 @@ def parser_classes() -> tuple[type, type]:
     from vllm.tool_parsers.abstract_tool_parser import ToolParser as VllmToolParser
     from vllm.tool_parsers.tool_strict_level import ToolStrictLevel
 
+    # Most deltas are one piece of one channel; their messages are built from our own strings
+    # and ints without re-validation (parsers.trusted: checked equal to the validated objects).
+    args_piece = unvalidated(DeltaFunctionCall, ["arguments"], ["{"])
+    call_piece = unvalidated(DeltaToolCall, ["index", "function"], [0, args_piece("{")])
+    calls_message = unvalidated(DeltaMessage, ["tool_calls"], [[call_piece(0, args_piece("{"))]])
+    reasoning_message = unvalidated(DeltaMessage, ["reasoning"], ["x"])
+    content_message = unvalidated(DeltaMessage, ["content"], ["x"])
+
     def to_message(events: list[Event]) -> Any:
-        if len(events) == 1:  # most deltas: one piece of one channel, built directly
+        if len(events) == 1:
             ev = events[0]
             kind = type(ev)
             if kind is ToolCallArgs:
-                piece = DeltaFunctionCall(arguments=ev.text)
-                return DeltaMessage(tool_calls=[DeltaToolCall(index=ev.index, function=piece)])
+                return calls_message([call_piece(ev.index, args_piece(ev.text))])
             if kind is ReasoningText:
-                return DeltaMessage(reasoning=ev.text)
+                return reasoning_message(ev.text)
             if kind is ContentText:
-                return DeltaMessage(content=ev.text)
+                return content_message(ev.text)
         delta = events_to_delta(events)
         if not delta:
             return None
@@ -158,7 +166,10 @@ def parser_classes() -> tuple[type, type]:
         def extract_reasoning_streaming(
             self, previous_text: str, current_text: str, delta_text: str, *args: Any
         ) -> Any:
-            return to_message(self._core.feed_events(delta_text))
+            events = self._core.feed_events(delta_text)
+            if len(events) == 1 and type(events[0]) is ReasoningText:  # most deltas
+                return reasoning_message(events[0].text)
+            return to_message(events)
 
         def finish_streaming(self) -> Any:
             return to_message(self._core.finish_events())
@@ -179,6 +190,7 @@ def parser_classes() -> tuple[type, type]:
         def __init__(self, tokenizer: Any, tools: list[Any] | None = None, **kwargs: Any) -> None:
             super().__init__(tokenizer, tools)
             self._stream: ToolCallParser | None = None
+            self._passthrough = False  # tool_choice "none": every delta is content
 
         def extract_tool_calls(self, model_output: str, request: Any) -> Any:
             if getattr(request, "tool_choice", None) == "none":
@@ -203,15 +215,25 @@ def parser_classes() -> tuple[type, type]:
             delta_token_ids: Sequence[int],
             request: Any,
         ) -> Any:
-            if getattr(request, "tool_choice", None) == "none":
-                return DeltaMessage(content=delta_text) if delta_text else None
-            if self._stream is None:
+            if self._stream is None:  # the request is the same for the whole stream
+                self._passthrough = getattr(request, "tool_choice", None) == "none"
                 tools = _tools_as_dicts(getattr(request, "tools", None) or self.tools)
                 self._stream = ToolCallParser(tools)
-            return self._record(self._stream.feed_events(delta_text))
+            if self._passthrough:
+                return content_message(delta_text) if delta_text else None
+            events = self._stream.feed_events(delta_text)
+            if len(events) == 1:  # most deltas: one piece of the arguments, or of content
+                ev = events[0]
+                if type(ev) is ToolCallArgs:
+                    return calls_message([call_piece(ev.index, args_piece(ev.text))])
+                if type(ev) is ContentText:
+                    return content_message(ev.text)
+            return self._record(events)
 
         def finish_streaming(self) -> Any:
-            return self._record(self._stream.finish_events()) if self._stream else None
+            if self._stream is None or self._passthrough:
+                return None
+            return self._record(self._stream.finish_events())
 
         def _record(self, events: list[Event]) -> Any:
             # The serving layer sends prev_tool_call_arr[-1]["arguments"] minus
