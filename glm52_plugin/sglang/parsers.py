@@ -14,6 +14,7 @@ from typing import Any
 
 from glm52_plugin.env import env_flag
 from glm52_plugin.parsers import ReasoningParser, ToolCallParser
+from glm52_plugin.parsers.trusted import unvalidated
 from glm52_plugin.parsers.types import (
     ContentText,
     Event,
@@ -58,6 +59,12 @@ def detector_classes() -> tuple[type, type]:
     from sglang.srt.parser.reasoning_parser import Glm45Detector
     from sglang.srt.parser.reasoning_parser import StreamingParseResult as ReasoningResult
 
+    # Most deltas are one piece of one channel; their results are built from our own strings
+    # and ints without re-validation (parsers.trusted: checked equal to the validated objects).
+    args_item = unvalidated(ToolCallItem, ["tool_index", "name", "parameters"], [0, None, "{"])
+    calls_result = unvalidated(StreamingParseResult, ["calls"], [[args_item(0, None, "{")]])
+    text_result = unvalidated(StreamingParseResult, ["normal_text"], ["x"])
+
     class Glm52ToolDetector(Glm47MoeDetector):
         """A call's name once it is known, then its arguments as JSON pieces while they are
         generated (never retracted)."""
@@ -81,7 +88,14 @@ def detector_classes() -> tuple[type, type]:
         def parse_streaming_increment(self, new_text: str, tools: Any) -> Any:
             if self._stream is None:
                 self._stream = ToolCallParser(_tools_as_dicts(tools))
-            return self._result(self._stream.feed_events(new_text))
+            events = self._stream.feed_events(new_text)
+            if len(events) == 1:  # most deltas: one piece of the arguments, or of content
+                ev = events[0]
+                if type(ev) is ToolCallArgs:
+                    return calls_result([args_item(ev.index, None, ev.text)])
+                if type(ev) is ContentText:
+                    return text_result(ev.text)
+            return self._result(events)
 
         def finish(self, tools: Any) -> Any:
             if self._stream is None:
@@ -89,13 +103,6 @@ def detector_classes() -> tuple[type, type]:
             return self._result(self._stream.finish_events())
 
         def _result(self, events: list[Event]) -> Any:
-            if len(events) == 1:  # most deltas: one piece of one channel
-                ev = events[0]
-                if type(ev) is ToolCallArgs:
-                    item = ToolCallItem(tool_index=ev.index, name=None, parameters=ev.text)
-                    return StreamingParseResult(calls=[item])
-                if type(ev) is ContentText:
-                    return StreamingParseResult(normal_text=ev.text)
             delta = events_to_delta(events)
             # One ToolCallItem per call touched: the name (first piece only, which makes the
             # serving layer send the id) and the next arguments piece. The serving layer sends
