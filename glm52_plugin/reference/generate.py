@@ -1,8 +1,8 @@
 """Greedy / sampled decoding with the reference model, optionally with MTP speculative decoding.
 
 Speculative decoding reads like gpt-fast's ``speculative_decode``: the MTP layer drafts k tokens
-(its indexer runs on the first draft pass; later draft steps reuse that top-k, as
-``index_share_for_mtp_iteration``), the main model verifies all of them in one pass, and the
+(its indexer runs on the first draft pass; with ``index_share_for_mtp_iteration`` later draft
+steps reuse that pass's top-k row of its last token, as the engines do), the main model verifies all of them in one pass, and the
 standard accept/reject rule keeps the output distribution exactly the main model's — so greedy
 speculative output equals plain greedy output token for token.
 """
@@ -162,15 +162,17 @@ def _speculative(model, input_ids, max_new_tokens, sampler, stop_ids, k) -> Gene
         drafts, draft_probs = [], []
         o, topk = model.mtp(mtp_hidden, mtp_ids, mtp_start, cache)
         pos = mtp_start + mtp_ids.shape[1]  # next MTP position
-        reuse = topk[:, -1:]  # the first draft step's top-k row
+        # later draft steps reuse the first pass's top-k row of its last token as it is, as
+        # vLLM 0.33 (llm_base_proposer.py: set_skip_topk + compact_topk_indices) and SGLang
+        # 0.5.23 (index_topk_share.py: the draft-extend seed) do: a draft query does not see the
+        # draft positions written after that row, itself included. Without the flag (GLM-5 /
+        # 5.1) every draft step runs the MTP indexer.
+        reuse = topk[:, -1:] if model.config.index_share_for_mtp_iteration else None
         for j in range(k):
             logits = o.logits[:, -1]
             draft_probs.append(sampler.probs(logits))
             drafts.append(sampler.sample(logits))
             if j + 1 < k:
-                # the reused set plus the draft positions written since (a query sees itself)
-                written = torch.full((1, 1, 1), pos, dtype=reuse.dtype, device=reuse.device)
-                reuse = torch.cat((reuse, written), -1)
                 o, _ = model.mtp(
                     o.hidden[:, -1:], drafts[-1][:, None], pos, cache, reuse_topk=reuse
                 )

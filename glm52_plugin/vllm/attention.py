@@ -26,7 +26,7 @@ from glm52_plugin.vllm import cpu_dsa
 from glm52_plugin.vllm.absorb import Absorb
 from glm52_plugin.vllm.cpu_gemm import EngineLinear
 from glm52_plugin.vllm.rope import InterleavedRope
-from glm52_plugin.vllm.sparse_mla import EagerBatch, FusedBatch, write_slots
+from glm52_plugin.vllm.sparse_mla import EagerBatch, FusedBatch, MtpTopkShare, write_slots
 
 
 def _layer_metadata(layer_name: str) -> object | None:
@@ -89,6 +89,8 @@ class GlmDsaAttention(DeepseekV2MLAAttention):
         self.glm_kernels = cpu_dsa.kernels(announce=_log_info)
         _log_dsa_path(self.glm_kernels is not None)
         self.glm_index_rows: Tensor | None = None
+        # index_share_for_mtp_iteration (the MTP layer's attention only, see ``MtpTopkShare``)
+        self.glm_topk_share: MtpTopkShare | None = None
         self.glm_absorb: Absorb | None = None  # built on first use, see _absorb
         # checkpoint names: model.layers.{i}.self_attn.indexer.{wq_b,wk,k_norm,weights_proj}
         self.indexer = Indexer(glm_config, dtype) if glm_config.has_indexer(layer) else None
@@ -159,9 +161,16 @@ class GlmDsaAttention(DeepseekV2MLAAttention):
                     batch = FusedBatch(self.glm_kernels, metadata, positions, block_size)
                 else:
                     batch = EagerBatch(metadata, positions, block_size)
-                topk = self._run_indexer(
-                    hidden_states, q_c, positions, metadata, rows.shape[0], batch
-                )
+                share = self.glm_topk_share
+                reused = share.reused_rows(metadata, t) if share is not None else None
+                if reused is not None:
+                    topk = batch.from_rows(reused)
+                else:
+                    topk = self._run_indexer(
+                        hidden_states, q_c, positions, metadata, rows.shape[0], batch
+                    )
+                    if share is not None:
+                        share.keep(batch.rows(topk, t))
                 selection = Selection(batch, topk)
             elif selection is None:
                 raise RuntimeError("IndexShare: shared layer ran before any full indexer layer")

@@ -6,10 +6,10 @@ recycling), with the MTP head's quantization decided under the checkpoint's name
 (``weights.mtp_head_exclusion_aliases``). CPU: built on vLLM's ``DeepSeekMTP``, as follows.
 
 As the main model on CPU: the MTP decoder block is built from a DSA-free twin of the draft config
-and gets the plugin's DSA attention with its own full indexer. vLLM's proposer reuses the
-indexer across draft steps only through its CUDA sparse backends; here the MTP indexer runs on
-every draft step, which changes which keys a draft step sees, never what greedy verification
-accepts.
+and gets the plugin's DSA attention with its own full indexer. With
+``index_share_for_mtp_iteration`` vLLM's proposer asks the draft model to reuse draft step 0's
+top-k at steps 1+ (``set_skip_topk`` / ``compact_topk_indices``); here those act on the MTP
+attention's ``MtpTopkShare`` instead of vLLM's CUDA top-k buffer, with the same meaning.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from vllm.model_executor.models.deepseek_mtp import DeepSeekMTP
 from glm52_plugin.checkpoint.preload import engine_config, require_mtp_layer
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.reference.layers import Rotary
+from glm52_plugin.vllm.attention import MtpTopkShare
 from glm52_plugin.vllm.compat import class_for_platform
 from glm52_plugin.vllm.decoder import GlmDsaDecoderLayer
 from glm52_plugin.vllm.model import cpu_layer_config
@@ -60,6 +61,7 @@ class _MtpLayer(mtp.DeepSeekMultiTokenPredictorLayer):
         )
         rope = InterleavedRope(Rotary(glm_config))
         self.mtp_block = GlmDsaDecoderLayer(vllm_config, prefix, glm_config, rope, config=config)
+        self.topk_share = self.mtp_block.self_attn.glm_topk_share = MtpTopkShare()
 
     def forward(
         self,
@@ -102,6 +104,16 @@ class _MtpPredictor(mtp.DeepSeekMultiTokenPredictor):
             config.vocab_size, config.hidden_size, prefix=mtp.maybe_prefix(prefix, "embed_tokens")
         )
         self.logits_processor = mtp.LogitsProcessor(config.vocab_size)
+
+    # vLLM's proposer calls these two when the draft config has index_share_for_mtp_iteration
+    # (the base class's versions reach vLLM's CUDA sparse attention, not ours)
+    def set_skip_topk(self, skip: bool) -> None:
+        for layer in self.layers.values():
+            layer.topk_share.skip = skip
+
+    def compact_topk_indices(self, slot_ids: torch.Tensor) -> None:
+        for layer in self.layers.values():
+            layer.topk_share.compact(slot_ids)
 
 
 @support_torch_compile

@@ -180,13 +180,14 @@ def group_attention(
     k, width = topk.shape[-1], latent_rows.shape[1]
     out = torch.empty(r, s, q_all.shape[1], kv_rank, dtype=q_all.dtype)
     for rows in _chunks(s, r * k * width):
-        idx = topk[:, rows]  # [R, s', K]
-        cache_rows = group.slots.gather(1, idx.reshape(r, -1))
+        idx = topk[:, rows]  # [R, s', K]: key positions, -1 for none (reused MTP rows)
+        cache_rows = group.slots.gather(1, idx.clamp_min(0).reshape(r, -1))
         # fp32 matmuls: on CPU a bf16 bmm of these small shapes is ~2.5x slower than fp32
         sel = latent_rows.index_select(0, cache_rows.reshape(-1)).view(*idx.shape, width).float()
         q = group.take(q_all, rows).float()  # [R, s', H, C+R]
         scores = torch.matmul(q, sel.transpose(-1, -2)) * scale  # [R, s', H, K]
-        visible = idx <= group.positions[:, rows, None]  # causal: short rows pick masked keys
+        # causal: short rows pick masked keys
+        visible = (idx >= 0) & (idx <= group.positions[:, rows, None])
         scores = scores.masked_fill(~visible[:, :, None, :], -math.inf)
         p = scores.softmax(-1, dtype=torch.float32)
         out[:, rows] = torch.matmul(p, sel[..., :kv_rank])  # [R, s', H, C]
@@ -203,6 +204,20 @@ class EagerBatch:
         self, q_index: Tensor, weights: Tensor, index_keys: Tensor, topk: int, scale: float
     ) -> list[Tensor]:
         return [group_topk(q_index, weights, index_keys, g, topk, scale) for g in self.groups]
+
+    def rows(self, topk: list[Tensor], num_tokens: int) -> Tensor:
+        """The selection as one row per query token: int64 [T, K] key positions, -1 where a
+        query sees no key (past its position, or padding of a shorter request's row)."""
+        width = max(selected.shape[-1] for selected in topk)
+        out = torch.full((num_tokens, width), -1, dtype=torch.long)
+        for group, selected in zip(self.groups, topk, strict=True):
+            visible = selected.where(selected <= group.positions[..., None], -1)
+            group.scatter(out, F.pad(visible, (0, width - selected.shape[-1]), value=-1))
+        return out
+
+    def from_rows(self, rows: Tensor) -> list[Tensor]:
+        """``rows`` [T, K] (one per query token, as ``rows``) in this batch's form."""
+        return [rows[group.tokens] for group in self.groups]
 
     def attend(
         self,
@@ -244,6 +259,14 @@ class FusedBatch:
             )
         return out
 
+    def rows(self, topk: Tensor, num_tokens: int) -> Tensor:
+        """The selection as one row per query token: it already is ([T, topk], -1 for none)."""
+        del num_tokens
+        return topk
+
+    def from_rows(self, rows: Tensor) -> Tensor:
+        return rows
+
     def attend(
         self,
         out: Tensor,
@@ -260,3 +283,38 @@ class FusedBatch:
             self.kernels.sparse_mla(
                 out, q, latent_rows, table, starts, topk, self.block_size, scale
             )
+
+
+class MtpTopkShare:
+    """``index_share_for_mtp_iteration`` for the MTP layer's attention, as vLLM's proposer drives
+    it (vLLM 0.32/0.33 ``vllm/v1/spec_decode/llm_base_proposer.py``): draft step 0 runs the
+    indexer over all query tokens, then ``compact(token_indices_to_sample)`` keeps each
+    request's last row and ``skip = True`` makes steps 1+ reuse that row as it is, the draft
+    positions written since unseen (as vLLM's CUDA sparse backends read the compacted
+    ``topk_indices_buffer``). Rows hold key positions, not cache slots, so they stay valid while
+    each step's batch layout changes.
+    """
+
+    def __init__(self) -> None:
+        self.skip = False
+        self._step_rows: Tensor | None = None  # [T, K] of the last forward that ran the indexer
+        self._reused: Tensor | None = None  # [R, K]: one row per request
+
+    def keep(self, rows: Tensor) -> None:
+        self._step_rows = rows
+
+    def compact(self, token_indices: Tensor) -> None:
+        rows = self._step_rows
+        self._reused = None if rows is None else rows[token_indices.to(rows.device).long()]
+
+    def reused_rows(self, metadata: object, num_tokens: int) -> Tensor | None:
+        """[T, K] rows for this forward's tokens (each its request's row; padding -1), or None
+        to run the indexer: not in skip mode, or rows that do not fit this batch (vLLM's warm-up
+        dummy runs keep the last skip setting)."""
+        rows = self._reused
+        if not self.skip or rows is None or rows.shape[0] != metadata.num_reqs:
+            return None
+        starts = metadata.query_start_loc.long().to(rows.device)
+        per_token = rows.repeat_interleave(starts[1:] - starts[:-1], dim=0)
+        pad = num_tokens - per_token.shape[0]
+        return F.pad(per_token, (0, 0, 0, pad), value=-1) if pad > 0 else per_token

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -66,6 +68,34 @@ def test_speculative_accepts_and_rolls_back_correctly(toy_model, monkeypatch) ->
     assert n - 1 <= spec.accepted_per_position[0] == spec.accepted_per_position[1] <= n
     assert spec.acceptance_per_position[2] == 0.0
     assert spec.acceptance_length == 1 + spec.accepted / len(spec.rounds)
+
+
+@pytest.mark.parametrize("share", [True, False], ids=["index-share", "no-share"])
+def test_later_draft_steps_reuse_the_first_pass_last_row(toy_model, share, monkeypatch) -> None:
+    """index_share_for_mtp_iteration as vLLM 0.33 / SGLang 0.5.23: draft steps 1+ get the first
+    pass's top-k row of its last token as it is (nothing appended); without it each step runs
+    the MTP indexer."""
+    config = dataclasses.replace(toy_model.config, index_share_for_mtp_iteration=share)
+    monkeypatch.setattr(toy_model, "config", config)
+    real_mtp, calls = toy_model.mtp, []
+
+    def spy(hidden, next_ids, start, cache, reuse_topk=None):
+        out, topk = real_mtp(hidden, next_ids, start, cache, reuse_topk)
+        calls.append((reuse_topk, topk))
+        return out, topk
+
+    monkeypatch.setattr(toy_model, "mtp", spy)
+    generate(toy_model, prompt_ids(40, seed=5), 20, mtp_draft_tokens=3)
+    assert len(calls) % 3 == 0
+    for first in range(0, len(calls), 3):
+        reuse, first_topk = calls[first]
+        assert reuse is None
+        for reuse, topk in calls[first + 1 : first + 3]:
+            if share:
+                assert torch.equal(reuse, first_topk[:, -1:])
+                assert torch.equal(topk, reuse)  # the MTP layer attended with exactly that
+            else:
+                assert reuse is None
 
 
 def test_sampling_is_reproducible_and_respects_stop_ids(toy_model) -> None:

@@ -16,6 +16,7 @@ from glm52_plugin.vllm import cpu_dsa
 from glm52_plugin.vllm.sparse_mla import (
     EagerBatch,
     FusedBatch,
+    MtpTopkShare,
     group_topk,
     request_groups,
 )
@@ -164,3 +165,56 @@ def test_fused_kernels_reject_bad_inputs_by_name(kernels) -> None:
         kernels.sparse_mla(
             torch.zeros(2, H, C), x.q_all, x.latent.half(), table, starts, out, BLOCK, 1.0
         )
+
+
+@pytest.mark.parametrize("kind", ["eager", "fused"])
+def test_mtp_draft_steps_reuse_step0_rows_as_the_reference(kind, request) -> None:
+    """index_share_for_mtp_iteration: step 0 over several queries per request, compacted to each
+    request's last query (vLLM's token_indices_to_sample), then a decode step of one query per
+    request one position on reuses that row: attention over exactly the reference's step-0
+    selection of that last query, the newly written position not among it."""
+    requests = [(3, 5), (2, 3 * TOPK), (4, TOPK)]  # draft step 0 runs over the verified tokens
+    metadata, positions, tables, x = _batch(requests, num_decodes=0, seed=3)
+
+    def batch_of(meta, pos):
+        if kind == "eager":
+            return EagerBatch(meta, pos, BLOCK)
+        return FusedBatch(request.getfixturevalue("kernels"), meta, pos, BLOCK)
+
+    scale = D_I**-0.5
+    step0 = batch_of(metadata, positions)
+    share = MtpTopkShare()
+    share.keep(
+        step0.rows(step0.topk(x.q_index, x.weights, x.index_keys, TOPK, scale), len(positions))
+    )
+    last = metadata.query_start_loc[1:].long() - 1
+    share.compact(last)
+
+    # draft step 1: one query per request at the next position, same block tables
+    lengths = [length + 1 for _, length in requests]
+    step1_meta = SimpleNamespace(
+        query_start_loc=torch.arange(len(requests) + 1).int(), num_reqs=len(requests),
+        num_decodes=len(requests), decode=SimpleNamespace(block_table=tables.int()), prefill=None,
+    )  # fmt: skip
+    step1_pos = torch.tensor(lengths) - 1
+    q1 = torch.randn(len(requests), H, C + R, generator=torch.Generator().manual_seed(4))
+    assert share.reused_rows(step1_meta, len(requests)) is None  # not in skip mode yet
+    share.skip = True
+    step1 = batch_of(step1_meta, step1_pos)
+    out = torch.zeros(len(requests), H, C)
+    step1.attend(out, q1, x.latent, step1.from_rows(share.reused_rows(step1_meta, 3)), 0.3, C)
+
+    for r, (table, (_, length)) in enumerate(zip(tables, requests, strict=True)):
+        slots = (
+            table.long()[torch.arange(length + 1) // BLOCK] * BLOCK
+            + torch.arange(length + 1) % BLOCK
+        )
+        row = slice(int(last[r]), int(last[r]) + 1)
+        want_topk = indexer_topk(
+            x.q_index[row][None], x.weights[row][None], x.index_keys[slots[:length]][None],
+            positions[row], TOPK, scale,
+        )  # fmt: skip
+        want = sparse_attention(
+            q1[r][None, None], x.latent[None], want_topk, step1_pos[r : r + 1], 0.3, C, slots=slots
+        )[0, 0]  # fmt: skip
+        torch.testing.assert_close(out[r], want, rtol=1e-5, atol=1e-6)
