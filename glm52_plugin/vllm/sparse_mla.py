@@ -304,7 +304,7 @@ class MtpTopkShare:
         self._step_rows = rows
 
     def compact(self, token_indices: Tensor) -> None:
-        rows = self._step_rows
+        rows, self._step_rows = self._step_rows, None  # a long prefill's rows are large
         self._reused = None if rows is None else rows[token_indices.to(rows.device).long()]
 
     def reused_rows(self, metadata: object, num_tokens: int) -> Tensor | None:
