@@ -10,10 +10,15 @@ into memory (safetensors 0.8 maps bytes instead of reading them), then dropped. 
 the second run is reported (page cache warm for both; the first is printed too). Each
 ``stream_logits`` call runs in a fresh process after the NVFP4 decoder's one-off compile, so its
 peak anonymous memory (RssAnon sampled every 5 ms, above the level after imports) is its own.
-Reported: that peak against the memory plan's estimate, seconds per layer (read + build vs
-forward; safetensors maps the files, so most reading happens on first touch, in the forward),
-checkpoint bytes per second against the plain read (goal >= 50%), and an estimate for the full
-78-layer nvidia/GLM-5.2-NVFP4 from its header layout.
+Reported: that peak against the memory plan's estimate, seconds per layer split into read +
+build, widening (weights stored in another dtype than the run's, widened per call into one reused
+buffer; safetensors maps the files, so this is also where their bytes are first read), NVFP4
+decoding, the linears' matmuls, and the rest of the forward (attention, router, MoE glue,
+norms), checkpoint bytes per second against the plain read (goal >= 50%), and an estimate for
+the full 78-layer nvidia/GLM-5.2-NVFP4 from its header layout. With ``--dtype float32`` it also
+times one fp32 linear of the real widths through the GEMM the reference uses (``F.linear``,
+MKL's sgemm on x86) and through oneDNN's (``mkldnn_linear``, which the reference does not use:
+other summation order, other bits): what the fp32 matmuls could cost.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from unittest import mock
 
 import safetensors
 import torch
+import torch.nn.functional as F
 
 from glm52_plugin.checkpoint import Checkpoint
 from glm52_plugin.checkpoint.names import expected_tensors, routed_expert_layer
@@ -36,7 +42,9 @@ from glm52_plugin.checkpoint.quant import from_quantization_config
 from glm52_plugin.checkpoint.safetensors_header import TensorInfo
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.reference import stream as stream_module
+from glm52_plugin.reference.packed_linear import PackedLinear
 from glm52_plugin.reference.stream import plan_memory, stream_logits
+from glm52_plugin.reference.widened_linear import WidenedLinear
 from glm52_plugin.toy.real_widths import make_real_width_toy
 
 GB = 1e9
@@ -90,8 +98,9 @@ def plain_read(ckpt: Checkpoint) -> tuple[float, int]:
 
 def timed_stream(path: Path, tokens: int, dtype: torch.dtype) -> dict[str, float]:
     """One stream_logits call in a fresh process (so its RssAnon is its own and the allocator
-    holds nothing from earlier runs): total seconds, read+build seconds, peak RssAnon above the
-    level after imports and the NVFP4 decoder's compile warm-up."""
+    holds nothing from earlier runs): total seconds, seconds in read+build, widening, NVFP4
+    decoding and the linears' matmuls, peak RssAnon above the level after imports and the NVFP4
+    decoder's compile warm-up."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(_child, (str(path), tokens, str(dtype).removeprefix("torch.")))
 
@@ -104,21 +113,48 @@ def _child(path: str, tokens: int, dtype_name: str) -> dict[str, float]:
         *quantize(torch.randn(1024, 4096)), dtype
     )  # compile the fast path outside the timing
     ids = torch.randint(0, 384, (1, tokens), generator=torch.Generator().manual_seed(0))
-    build_s = 0.0
-    real = stream_module.build_block
+    spent = dict.fromkeys(("build", "widen", "decode", "linears"), 0.0)
 
-    def build(*args, **kwargs):
-        nonlocal build_s
-        t0 = time.perf_counter()
-        block = real(*args, **kwargs)
-        build_s += time.perf_counter() - t0
-        return block
+    def timed(key, fn):
+        def run(*args, **kwargs):
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            spent[key] += time.perf_counter() - t0
+            return out
 
-    with mock.patch.object(stream_module, "build_block", build), PeakAnon() as mem:
+        return run
+
+    with (
+        mock.patch.object(stream_module, "build_block", timed("build", stream_module.build_block)),
+        mock.patch.object(WidenedLinear, "widened", timed("widen", WidenedLinear.widened)),
+        mock.patch.object(PackedLinear, "dequantized", timed("decode", PackedLinear.dequantized)),
+        mock.patch.object(F, "linear", timed("linears", F.linear)),
+        PeakAnon() as mem,
+    ):
         start = time.perf_counter()
         stream_logits(path, ids, dtype=dtype, progress=False)
         total = time.perf_counter() - start
-    return {"total": total, "build": build_s, "anon": mem.above, "base": mem.base}
+    return {"total": total, **spent, "anon": mem.above, "base": mem.base}
+
+
+def gemm_rates(tokens: int) -> tuple[float, float]:
+    """GFLOP/s of one fp32 linear of the real widths (o_proj: 16384 -> 6144) at ``tokens`` rows:
+    F.linear (the reference's GEMM) and oneDNN's mkldnn_linear (not used: other bits)."""
+    x, w = torch.randn(tokens, 16384), torch.randn(6144, 16384)
+    xm, wm = x.to_mkldnn(), w.to_mkldnn()
+    flops = 2 * tokens * w.numel()
+    rates = []
+    for fn in (lambda: F.linear(x, w), lambda: torch._C._nn.mkldnn_linear(xm, wm, None)):
+        fn()
+        best = min(_seconds(fn) for _ in range(5))
+        rates.append(flops / best / 1e9)
+    return rates[0], rates[1]
+
+
+def _seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def glm52_nvfp4_headers() -> Checkpoint:
@@ -185,12 +221,22 @@ def main() -> None:
         print(
             f"  ratio           : {read_s / run['total']:.2f} of plain-read bandwidth (goal >= 0.5)"
         )
-        print(f"  per layer       : {run['total'] / layers:.2f} s (read + build {run['build'] / layers:.2f} s, "
-              f"forward {(run['total'] - run['build']) / layers:.2f} s)")  # fmt: skip
+        rest = run["total"] - run["build"] - run["widen"] - run["decode"] - run["linears"]
+        print(f"  per layer       : {run['total'] / layers:.2f} s = read + build "
+              f"{run['build'] / layers:.2f} + widen {run['widen'] / layers:.2f} + NVFP4 decode "
+              f"{run['decode'] / layers:.2f} + linears {run['linears'] / layers:.2f} + rest "
+              f"{rest / layers:.2f} s")  # fmt: skip
+        print(f"  linears alone   : {run['linears']:.2f} s = {run['linears'] / read_s:.2f}x the "
+              "plain read (a ratio >= 0.5 needs the whole run within 2x)")  # fmt: skip
         print(f"  peak anon memory: {run['anon'] / GB:.2f} GB above the {run['base'] / GB:.2f} GB "
               "after imports (estimate for the "
               f"largest stage, {stage}: {need / GB:.2f} GB; weights of all layers "
               f"{plan.total_weights() / GB:.2f} GB)")  # fmt: skip
+    if dtype == torch.float32:
+        mkl, dnnl = gemm_rates(args.tokens)
+        print(f"\nfp32 GEMM, o_proj shape at {args.tokens} tokens: F.linear {mkl:.0f} GFLOP/s "
+              f"(the reference's), oneDNN mkldnn_linear {dnnl:.0f} GFLOP/s (not used: other "
+              "bits)")  # fmt: skip
     full = glm52_nvfp4_headers()
     plan = plan_memory(full, 1, args.tokens, dtype)
     stage, need = plan.worst

@@ -128,20 +128,26 @@ def dequantize(
     weight_scale: Tensor,
     weight_scale_2: Tensor,
     dtype: torch.dtype = torch.bfloat16,
+    out: Tensor | None = None,
 ) -> Tensor:
     """(uint8 [..., N, K/2], e4m3 [..., N, K/16], fp32 []) -> [..., N, K] in ``dtype``.
 
-    ``dequantize_formula``, through the fast CPU path where it applies (same bits).
+    ``dequantize_formula``, through the fast CPU path where it applies (same bits). ``out``: a
+    contiguous tensor of that shape and dtype to write into (a reused buffer) instead of a new one.
     """
     from glm52_plugin.nvfp4 import compiled_gather  # the fast path builds on this module
 
     check_shapes(packed, weight_scale, weight_scale_2)
-    fast = compiled_gather.dequantize(packed, weight_scale, weight_scale_2, dtype)
-    return (
-        fast
-        if fast is not None
-        else dequantize_formula(packed, weight_scale, weight_scale_2, dtype)
-    )
+    if out is not None:
+        want = (*packed.shape[:-1], packed.shape[-1] * 2)
+        if tuple(out.shape) != want or out.dtype != dtype or not out.is_contiguous():
+            raise ValueError(f"out must be a contiguous {dtype} tensor of shape {want}, got "
+                             f"{out.dtype} {tuple(out.shape)}")  # fmt: skip
+    fast = compiled_gather.dequantize(packed, weight_scale, weight_scale_2, dtype, out)
+    if fast is not None:
+        return fast
+    values = dequantize_formula(packed, weight_scale, weight_scale_2, dtype)
+    return values if out is None else out.copy_(values)
 
 
 def dequantize_formula(

@@ -88,11 +88,16 @@ def _compiled_gather(args: tuple[Tensor, ...]) -> bool:
 
 
 def dequantize(
-    packed: Tensor, weight_scale: Tensor, weight_scale_2: Tensor, dtype: torch.dtype
+    packed: Tensor,
+    weight_scale: Tensor,
+    weight_scale_2: Tensor,
+    dtype: torch.dtype,
+    out: Tensor | None = None,
 ) -> Tensor | None:
-    """``codec.dequantize`` of checked inputs, or None where this path does not apply: not on
-    CPU, an output dtype without a pair table, fewer than MIN_BYTES, inside a caller's
-    torch.compile (Inductor fuses the formula itself there), or no compiler."""
+    """``codec.dequantize`` of checked inputs (into ``out`` when given: contiguous, the result's
+    shape and dtype), or None where this path does not apply: not on CPU, an output dtype without
+    a pair table, fewer than MIN_BYTES, inside a caller's torch.compile (Inductor fuses the
+    formula itself there), or no compiler."""
     if (
         packed.device.type != "cpu"
         or dtype not in PAIR_INT
@@ -106,7 +111,12 @@ def dequantize(
     flat = packed.reshape(n * half)  # blocks are 8 contiguous bytes whatever the row length
     scales = weight_scale.view(torch.uint8).reshape(-1)
     table = decode_table(weight_scale_2, dtype)
-    out = torch.empty(flat.shape, dtype=table.dtype)
+    result = out
+    out = (
+        torch.empty(flat.shape, dtype=table.dtype)
+        if out is None
+        else out.view(-1).view(table.dtype)
+    )
     rows = flat.numel() // WIDTH
     done = rows * WIDTH
     args = (
@@ -121,4 +131,4 @@ def dequantize(
         tail = flat[done:].view(-1, _BLOCK_BYTES).to(torch.int32)
         index = tail | (scales[done // _BLOCK_BYTES :].to(torch.int32)[:, None] << 8)
         out[done:] = table[index.view(-1)]
-    return out.view(dtype).reshape(*lead, half * 2)
+    return out.view(dtype).reshape(*lead, half * 2) if result is None else result

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from glm52_plugin.checkpoint import Checkpoint
 from glm52_plugin.checkpoint.names import keeps_fp32
 from glm52_plugin.nvfp4 import PackedWeight
-from glm52_plugin.reference import packed_linear
+from glm52_plugin.reference import packed_linear, widened_linear
+from glm52_plugin.reference.widened_linear import Scratch
 
 if TYPE_CHECKING:
     from glm52_plugin.reference.model import Block, Glm52ForCausalLM
@@ -32,13 +33,17 @@ def assign(
     dtype: torch.dtype,
     prefix: str = "",
     device: torch.device | str | None = None,
+    scratch: Scratch | None = None,
 ) -> None:
     """Give a meta-device ``module`` real weights: ``tensors`` (a mapping or a stream of pairs)
     by checkpoint name (``prefix`` + the module's own parameter name), all of them, shapes
     checked. Each tensor is converted as it arrives, so a stream never has two copies alive.
 
     Float tensors become ``dtype`` (those of ``names.FP32_TENSORS`` stay fp32); a PackedWeight
-    replaces its nn.Linear by a :class:`PackedLinear` holding the bits as stored.
+    replaces its nn.Linear by a :class:`PackedLinear` holding the bits as stored. With
+    ``scratch``, a bias-free linear's weight stored in another dtype stays as stored and is
+    widened per call into that shared buffer instead (:class:`WidenedLinear`); PackedLinears
+    decode into it too.
     """
     pairs = tensors.items() if isinstance(tensors, Mapping) else tensors
     expected = module.state_dict(keep_vars=True)
@@ -51,7 +56,7 @@ def assign(
             sub = local.removesuffix(".weight")
             if device is not None:
                 t = PackedWeight(*(x.to(device) for x in t.tensors()))
-            packed_linear.install(module, sub, t, dtype)  # checks the shape
+            packed_linear.install(module, sub, t, dtype, scratch)  # checks the shape
             state.update(module.get_submodule(sub).named_buffers(prefix=sub))
             continue
         want = expected.get(local)
@@ -61,6 +66,15 @@ def assign(
             raise ValueError(f"{name}: shape {tuple(t.shape)}, expected {tuple(want.shape)}")
         # integer tensors are packed NVFP4 bits: kept as they are
         target = (torch.float32 if keeps_fp32(local) else dtype) if t.is_floating_point() else None
+        if (
+            scratch is not None
+            and target is not None
+            and widened_linear.widens(module, local, t, target)
+        ):
+            sub = local.removesuffix(".weight")
+            widened_linear.install(module, sub, t.to(device=device), target, scratch)
+            state.update(module.get_submodule(sub).named_buffers(prefix=sub))
+            continue
         state[local] = t.to(device=device, dtype=target)
         del t
     missing = sorted(set(module.state_dict(keep_vars=True)) - set(state))
@@ -120,14 +134,16 @@ def build_block(
     dtype: torch.dtype,
     device: torch.device | str = "cpu",
     packed_experts: bool = True,
+    scratch: Scratch | None = None,
 ) -> Block:
     """Decoder layer ``layer`` alone (the reference's own ``Block``), its tensors read from the
-    checkpoint now; NVFP4 routed experts stay packed unless ``packed_experts`` is False."""
+    checkpoint now; NVFP4 routed experts stay packed unless ``packed_experts`` is False. With
+    ``scratch``, linears stored in another dtype widen per call into it (see ``assign``)."""
     from glm52_plugin.reference.model import Block
 
     with torch.device("meta"):
         block = Block(ckpt.config, layer)
     keep = packed_linear.is_routed_expert if packed_experts else None
     stream = ckpt.stream(dtype, False, keep_packed=keep, names=ckpt.layer_tensors(layer))
-    assign(block, stream, dtype, prefix=f"model.layers.{layer}.", device=device)
+    assign(block, stream, dtype, prefix=f"model.layers.{layer}.", device=device, scratch=scratch)
     return block.eval()

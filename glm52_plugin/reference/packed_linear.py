@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from glm52_plugin.checkpoint.names import routed_expert_layer
 from glm52_plugin.nvfp4 import PackedWeight, dequantize
+from glm52_plugin.reference.widened_linear import Scratch
 
 
 def is_routed_expert(module: str) -> bool:
@@ -30,17 +31,21 @@ class PackedLinear(nn.Module):
     (and thereby changing) them; ``x``'s dtype decides the compute dtype.
     """
 
-    def __init__(self, weight: PackedWeight, dtype: torch.dtype) -> None:
+    def __init__(
+        self, weight: PackedWeight, dtype: torch.dtype, scratch: Scratch | None = None
+    ) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
         self.dtype = dtype
+        self.scratch = scratch  # where forward decodes to (a buffer shared with other linears)
         self.register_buffer("weight_packed", weight.packed)
         self.register_buffer("weight_scale", weight.weight_scale.view(torch.uint8))
         self.register_buffer("weight_scale_2", weight.weight_scale_2.float().view(torch.int32))
 
-    def dequantized(self, dtype: torch.dtype) -> Tensor:
+    def dequantized(self, dtype: torch.dtype, out: Tensor | None = None) -> Tensor:
         scale = self.weight_scale.view(torch.float8_e4m3fn)
-        return dequantize(self.weight_packed, scale, self.weight_scale_2.view(torch.float32), dtype)
+        ws2 = self.weight_scale_2.view(torch.float32)
+        return dequantize(self.weight_packed, scale, ws2, dtype, out)
 
     @property
     def weight(self) -> Tensor:
@@ -48,14 +53,25 @@ class PackedLinear(nn.Module):
         return self.dequantized(self.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.dequantized(x.dtype))
+        out = None
+        if self.scratch is not None:
+            shape = (self.out_features, self.in_features)
+            out = self.scratch.take(shape, x.dtype, self.weight_packed.device)
+        return F.linear(x, self.dequantized(x.dtype, out))
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, NVFP4 packed"
 
 
-def install(model: nn.Module, module: str, weight: PackedWeight, dtype: torch.dtype) -> None:
-    """Replace the nn.Linear ``module`` of ``model`` by a PackedLinear holding ``weight``."""
+def install(
+    model: nn.Module,
+    module: str,
+    weight: PackedWeight,
+    dtype: torch.dtype,
+    scratch: Scratch | None = None,
+) -> None:
+    """Replace the nn.Linear ``module`` of ``model`` by a PackedLinear holding ``weight``
+    (decoding into ``scratch`` when given)."""
     parent_name, _, attr = module.rpartition(".")
     old = model.get_submodule(module)
     if not isinstance(old, nn.Linear) or old.bias is not None:
@@ -65,4 +81,4 @@ def install(model: nn.Module, module: str, weight: PackedWeight, dtype: torch.dt
             f"{module}: NVFP4 weight decodes to {weight.shape}, "
             f"expected {(old.out_features, old.in_features)}"
         )
-    setattr(model.get_submodule(parent_name), attr, PackedLinear(weight, dtype))
+    setattr(model.get_submodule(parent_name), attr, PackedLinear(weight, dtype, scratch))

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from glm52_plugin.checkpoint import Checkpoint
 from glm52_plugin.checkpoint.names import keeps_fp32, layer_of, nvfp4_part, routed_expert_layer
+from glm52_plugin.checkpoint.safetensors_header import TORCH_DTYPE, TensorInfo
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.reference.activations import (
     check_activations,
@@ -32,6 +33,7 @@ from glm52_plugin.reference.activations import (
 from glm52_plugin.reference.build import assign, build_block
 from glm52_plugin.reference.cache import LayerCache
 from glm52_plugin.reference.layers import RMSNorm, Rotary
+from glm52_plugin.reference.widened_linear import Scratch
 
 log = logging.getLogger(__name__)
 GB = 1e9
@@ -63,15 +65,29 @@ class MemoryPlan:
         return sum(self.weights.values())
 
 
+def _widens(name: str, info: TensorInfo, target: torch.dtype) -> bool:
+    """Whether a decoder layer's float tensor is a linear's weight that ``stream_logits`` keeps
+    as stored and widens per call (``widened_linear``): 2-D, another dtype than the model's.
+    The router's weight (``mlp.gate.weight``) is the one 2-D float weight that is no linear."""
+    return (
+        len(info.shape) == 2
+        and name.endswith(".weight")
+        and not name.endswith(".mlp.gate.weight")
+        and TORCH_DTYPE.get(info.dtype) != target
+    )
+
+
 def plan_memory(ckpt: Checkpoint, batch: int, seq: int, dtype: torch.dtype) -> MemoryPlan:
     """Estimate from the headers what each stage holds: a decoder layer's weights as built (routed
-    NVFP4 experts packed, other NVFP4 linears and BF16 tensors in ``dtype``, fp32 ones fp32, plus
-    one expert linear decoded at a time), the embedding as stored (only the prompt's rows are
-    cast), the head in row chunks; and the activations of one layer."""
+    NVFP4 experts packed, linears stored in another dtype kept as stored, other NVFP4 linears and
+    the remaining float tensors in ``dtype``, fp32 ones fp32), plus the one scratch buffer that
+    the linear running now widens or decodes its weight into (the largest such weight), the
+    embedding as stored (only the prompt's rows are cast), the head in row chunks; and the
+    activations of one layer."""
     cfg = ckpt.config
     e = torch.empty((), dtype=dtype).element_size()
     weights: dict[str, int] = {}
-    decode = 0
+    scratch = 0
     for name in ckpt.loadable():
         info = ckpt.tensors[name]
         layer = layer_of(name)
@@ -84,21 +100,29 @@ def plan_memory(ckpt: Checkpoint, batch: int, seq: int, dtype: torch.dtype) -> M
         if split is not None and routed_expert_layer(split[0]) is not None:
             size = info.nbytes  # kept packed
             if split[1] == "weight":
-                decode = max(decode, info.numel * 2 * e)
+                scratch = max(scratch, info.numel * 2 * e)
         elif split is not None:
             size = info.numel * 2 * e if split[1] == "weight" else 0
         elif not info.dtype.startswith(("F", "BF")):
             size = info.nbytes
+        elif layer is not None and _widens(
+            name, info, torch.float32 if keeps_fp32(name) else dtype
+        ):
+            size = info.nbytes  # kept as stored, widened per call into the scratch
+            scratch = max(scratch, info.numel * (4 if keeps_fp32(name) else e))
         else:
             size = info.numel * (4 if keeps_fp32(name) else e)
         if name == "model.embed_tokens.weight":
             size = info.nbytes
         elif name == "lm_head.weight":
-            size = min(info.shape[0], _HEAD_ROWS) * info.shape[1] * (e + info.nbytes // info.numel)
+            rows = min(info.shape[0], _HEAD_ROWS) * info.shape[1]
+            size = rows * info.nbytes // info.numel
+            if TORCH_DTYPE.get(info.dtype) != dtype:
+                scratch = max(scratch, rows * e)  # each chunk converted into the scratch
         weights[stage] = weights.get(stage, 0) + size
     for stage in weights:
-        if stage.startswith("layer "):
-            weights[stage] += decode
+        if stage != "embedding":
+            weights[stage] += scratch
     n = batch * seq
     logits = n * cfg.vocab_size * (e + 4) + 2 * n * cfg.hidden_size * e
     return MemoryPlan(weights, _activation_bytes(cfg, batch, seq, e), logits)
@@ -200,8 +224,11 @@ def _run(
     positions = torch.arange(ids.shape[1], device=device)
     rope = (Rotary(cfg).to(device)(positions), positions)
     topk = None  # shared IndexShare layers reuse the latest full layer's top-k
+    # one buffer, reused by every layer: the weight of the linear running now, widened (BF16
+    # weights in an fp32 run) or decoded (NVFP4 experts), so no layer touches new pages for it
+    scratch = Scratch()
     for i in tqdm(range(cfg.num_hidden_layers), desc="layers", unit="layer", disable=not progress):
-        block = build_block(ckpt, i, dtype, device)
+        block = build_block(ckpt, i, dtype, device, scratch=scratch)
         install_activation_quant(block, input_scales, prefix=f"model.layers.{i}.")
         x, topk = block(x, rope, LayerCache(cfg.has_indexer(i)), topk)
         del block  # and its cache: only the hidden states and top-k go on
@@ -209,15 +236,20 @@ def _run(
         norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
     assign(norm, ckpt.read(["model.norm.weight"]), dtype, "model.norm.", device)
     hidden = norm(x)
-    return _head(ckpt, hidden, dtype, device)
+    return _head(ckpt, hidden, dtype, device, scratch)
 
 
-def _head(ckpt: Checkpoint, hidden: Tensor, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """lm_head(hidden).float() in row chunks of the vocabulary."""
+def _head(
+    ckpt: Checkpoint, hidden: Tensor, dtype: torch.dtype, device: torch.device, scratch: Scratch
+) -> Tensor:
+    """lm_head(hidden).float() in row chunks of the vocabulary (each converted into ``scratch``
+    when stored in another dtype or on another device)."""
     (_, weight), = ckpt.read(["lm_head.weight"])  # fmt: skip
-    rows = weight.shape[0]
-    parts = [
-        F.linear(hidden, weight[r : r + _HEAD_ROWS].to(device=device, dtype=dtype)).float()
-        for r in range(0, rows, _HEAD_ROWS)
-    ]
+    parts = []
+    for r in range(0, weight.shape[0], _HEAD_ROWS):
+        chunk = weight[r : r + _HEAD_ROWS]
+        if chunk.dtype != dtype or chunk.device != device:
+            chunk = scratch.take(tuple(chunk.shape), dtype, device).copy_(chunk)
+        parts.append(F.linear(hidden, chunk).float())
+    scratch.release()
     return parts[0] if len(parts) == 1 else torch.cat(parts, -1)

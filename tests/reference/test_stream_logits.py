@@ -10,12 +10,14 @@ from unittest import mock
 
 import pytest
 import torch
+from torch import nn
 
 from glm52_plugin.checkpoint import Checkpoint, CheckpointError
 from glm52_plugin.reference import Glm52ForCausalLM, stream_logits
 from glm52_plugin.reference import stream as stream_module
 from glm52_plugin.reference.packed_linear import PackedLinear
 from glm52_plugin.reference.stream import plan_memory
+from glm52_plugin.reference.widened_linear import WidenedLinear
 from tests.checkpoint.conftest import edit_tensors
 from tests.conftest import prompt_ids
 
@@ -36,7 +38,8 @@ def test_bf16_logits_equal_the_in_memory_reference(toy_checkpoints, toy_models, 
     want = toy_models[layers](IDS)
     assert got.shape == (2, 24, toy_models[layers].config.vocab_size)
     assert got.dtype == torch.float32
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    # bit for bit: the same fp32 matmuls on the same values, widened per call instead of at load
+    assert torch.equal(got, want)
 
 
 @pytest.mark.parametrize("layers", [2, 8])
@@ -45,7 +48,7 @@ def test_nvfp4_logits_equal_the_in_memory_reference(
 ) -> None:
     # in memory every expert is dequantised at load; streamed, experts decode per call
     got = stream_logits(toy_nvfp4_checkpoints[layers], IDS, progress=False)
-    torch.testing.assert_close(got, nvfp4_models[layers](IDS), rtol=0, atol=1e-5)
+    assert torch.equal(got, nvfp4_models[layers](IDS))
 
 
 def _built_blocks():
@@ -100,9 +103,9 @@ def test_only_the_experts_the_router_picks_are_decoded(toy_nvfp4_checkpoints, nv
     decoded: list[str] = []
     real_decode = PackedLinear.dequantized
 
-    def dequantized(self, dtype):
+    def dequantized(self, dtype, *args):
         decoded.append(names[id(self)])
-        return real_decode(self, dtype)
+        return real_decode(self, dtype, *args)
 
     with (
         mock.patch.object(stream_module, "build_block", build),
@@ -111,6 +114,67 @@ def test_only_the_experts_the_router_picks_are_decoded(toy_nvfp4_checkpoints, nv
         stream_logits(toy_nvfp4_checkpoints[8], ids, progress=False)
     assert len(packed) == 3 * cfg.n_routed_experts * len(picked)  # every expert kept packed
     assert sorted(decoded) == sorted(want)  # each picked expert linear once, no other
+
+
+def test_bf16_weights_widen_per_call_and_only_for_the_experts_the_router_picks(
+    toy_checkpoints, toy_models
+) -> None:
+    model = toy_models[8]
+    cfg = model.config
+    ids = prompt_ids(2, batch=1)  # few tokens: a few experts per layer
+    picked: dict[int, set[int]] = {}
+    hooks = []
+    for i in range(cfg.num_hidden_layers):
+        if cfg.is_moe_layer(i):
+
+            def hook(_m, _args, out, i=i):
+                picked.setdefault(i, set()).update(out[1].unique().tolist())
+
+            hooks.append(model.model.layers[i].mlp.gate.register_forward_hook(hook))
+    want_logits = model(ids)
+    for h in hooks:
+        h.remove()
+    experts = {f"model.layers.{i}.mlp.experts.{e}.{p}"
+               for i, es in picked.items() for e in es for p in ("gate_proj", "up_proj", "down_proj")}  # fmt: skip
+    assert len(experts) < 3 * cfg.n_routed_experts * len(picked)  # some experts are left out
+
+    names: dict[int, str] = {}  # id of a live WidenedLinear -> its checkpoint name
+    built: list[str] = []  # every WidenedLinear built, by checkpoint name
+    scratches: set[int] = set()
+    real_build = stream_module.build_block
+
+    def build(ckpt, layer, *args, **kwargs):
+        block = real_build(ckpt, layer, *args, **kwargs)
+        for n, m in block.named_modules():
+            if isinstance(m, nn.Linear):  # only a linear stored in fp32 needs no widening
+                assert ckpt.tensors[f"model.layers.{layer}.{n}.weight"].dtype == "F32", n
+            if isinstance(m, WidenedLinear):
+                names[id(m)] = f"model.layers.{layer}.{n}"
+                built.append(names[id(m)])
+                scratches.add(id(m.scratch))
+                assert m.stored.dtype == torch.bfloat16  # held as stored in the file
+        return block
+
+    widened: list[str] = []
+    real_forward = WidenedLinear.forward
+
+    def forward(self, x):
+        widened.append(names[id(self)])
+        return real_forward(self, x)
+
+    with (
+        mock.patch.object(stream_module, "build_block", build),
+        mock.patch.object(WidenedLinear, "forward", forward),
+    ):
+        got = stream_logits(toy_checkpoints[8], ids, progress=False)
+    assert torch.equal(got, want_logits)
+    assert len(scratches) == 1  # one buffer for every layer
+    assert len(built) > 3 * cfg.n_routed_experts * len(picked)
+    # each linear widened once when it runs: every picked expert, no other expert, and every
+    # other linear but kv_b_proj, whose weight MLA reads once, absorbed into q and the output
+    want = [n for n in built
+            if (".mlp.experts." not in n or n in experts) and not n.endswith(".kv_b_proj")]  # fmt: skip
+    assert sorted(widened) == sorted(want)
 
 
 def test_one_decoder_layer_resident_at_a_time(toy_nvfp4_checkpoints) -> None:
