@@ -80,7 +80,7 @@ class ReasoningParser(StreamView):
 
     @property
     def reasoning_ended(self) -> bool:
-        return self._stream.reasoning_ended
+        return self.stream.reasoning_ended
 
     @staticmethod
     def split(text: str, thinking: bool = True) -> ReasoningSplit:

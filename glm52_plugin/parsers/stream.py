@@ -20,14 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from typing import Any
 
-from glm52_plugin.parsers.arguments import (
-    ALL_CALL_TAGS,
-    CALL_CLOSE,
-    CALL_OPEN,
-    PHASE_TAGS,
-    CallBuilder,
-    Phase,
-)
+from glm52_plugin.parsers.arguments import ALL_CALL_TAGS, CALL_CLOSE, CALL_OPEN, CallBuilder
 from glm52_plugin.parsers.schema import tool_names, tool_properties
 from glm52_plugin.parsers.types import (
     ContentText,
@@ -42,8 +35,9 @@ from glm52_plugin.parsers.types import (
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 _LONGEST_TAG = max(map(len, (THINK_OPEN, THINK_CLOSE, *ALL_CALL_TAGS)))
-_LEADS = ("</", "<t")  # how every tag of reasoning, content and a string value starts
-assert all(t.startswith(_LEADS) for t in (THINK_OPEN, THINK_CLOSE, *PHASE_TAGS[Phase.VALUE]))
+# How every tag recognised in reasoning, in content and inside a value starts (feed's fast
+# path relies on it; tests/parsers/test_fast_path.py checks it)
+FAST_PATH_LEADS = ("</", "<t")
 __all__ = [
     "CALL_CLOSE",
     "CALL_OPEN",
@@ -100,7 +94,7 @@ class GlmStreamParser:
         if text and not self._pending:
             # Most deltas hold no tag and leave the state as it is: one event, built here.
             # In reasoning, in content and inside a streamed string value, every tag starts
-            # with `</` or `<t` (_LEADS), so text without those, not ending in `<`, is text.
+            # with `</` or `<t` (FAST_PATH_LEADS): text without those, not ending in `<`, is text.
             plain = "<" not in text
             if plain or ("</" not in text and "<t" not in text and text[-1] != "<"):
                 state = self.state
@@ -256,19 +250,19 @@ class GlmStreamParser:
 class StreamView:
     """`feed`/`finish` of one `GlmStreamParser` as merged `Delta`s, or as ordered events."""
 
-    _stream: GlmStreamParser
+    stream: GlmStreamParser  # the state machine itself (`reasoning_ended`, `calls_emitted`)
     # `feed`/`finish` as ordered events (no Delta merge), for adapters on a hot path: the
     # stream parser's own bound methods, so a call costs no wrapper frame.
     feed_events: Callable[[str], list[Event]]
     finish_events: Callable[[], list[Event]]
 
     def _bind(self, stream: GlmStreamParser) -> None:
-        self._stream = stream
+        self.stream = stream
         self.feed_events = stream.feed
         self.finish_events = stream.finish
 
     def feed(self, text: str) -> Delta:
-        return events_to_delta(self._stream.feed(text))
+        return events_to_delta(self.stream.feed(text))
 
     def finish(self) -> Delta:
-        return events_to_delta(self._stream.finish())
+        return events_to_delta(self.stream.finish())

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from glm52_plugin.env import env_flag
@@ -133,6 +133,8 @@ def parser_classes() -> tuple[type, type]:
             super().__init__(tokenizer, *args, **kwargs)
             self.thinking = thinking_enabled(kwargs.get("chat_template_kwargs"))
             self._core = ReasoningParser(self.thinking)
+            self._feed = self._core.feed_events
+            self._state = self._core.stream  # asked per delta whether reasoning has ended
             self._markers = _marker_ids(tokenizer)
 
         @property
@@ -153,7 +155,7 @@ def parser_classes() -> tuple[type, type]:
             return input_ids[content_start(self._tokens(input_ids), self.thinking) :]
 
         def has_engine_confirmed_reasoning_end(self) -> bool:
-            return self._core.reasoning_ended
+            return self._state.reasoning_ended
 
         def extract_reasoning(
             self, model_output: str, request: Any
@@ -166,7 +168,7 @@ def parser_classes() -> tuple[type, type]:
         def extract_reasoning_streaming(
             self, previous_text: str, current_text: str, delta_text: str, *args: Any
         ) -> Any:
-            events = self._core.feed_events(delta_text)
+            events = self._feed(delta_text)
             if len(events) == 1 and type(events[0]) is ReasoningText:  # most deltas
                 return reasoning_message(events[0].text)
             return to_message(events)
@@ -190,7 +192,7 @@ def parser_classes() -> tuple[type, type]:
         def __init__(self, tokenizer: Any, tools: list[Any] | None = None, **kwargs: Any) -> None:
             super().__init__(tokenizer, tools)
             self._stream: ToolCallParser | None = None
-            self._passthrough = False  # tool_choice "none": every delta is content
+            self._feed: Callable[[str], list[Event]] | None = None  # None: tool_choice "none"
 
         def extract_tool_calls(self, model_output: str, request: Any) -> Any:
             if getattr(request, "tool_choice", None) == "none":
@@ -216,12 +218,13 @@ def parser_classes() -> tuple[type, type]:
             request: Any,
         ) -> Any:
             if self._stream is None:  # the request is the same for the whole stream
-                self._passthrough = getattr(request, "tool_choice", None) == "none"
                 tools = _tools_as_dicts(getattr(request, "tools", None) or self.tools)
                 self._stream = ToolCallParser(tools)
-            if self._passthrough:
+                if getattr(request, "tool_choice", None) != "none":
+                    self._feed = self._stream.feed_events
+            if self._feed is None:
                 return content_message(delta_text) if delta_text else None
-            events = self._stream.feed_events(delta_text)
+            events = self._feed(delta_text)
             if len(events) == 1:  # most deltas: one piece of the arguments, or of content
                 ev = events[0]
                 if type(ev) is ToolCallArgs:
@@ -231,7 +234,7 @@ def parser_classes() -> tuple[type, type]:
             return self._record(events)
 
         def finish_streaming(self) -> Any:
-            if self._stream is None or self._passthrough:
+            if self._stream is None or self._feed is None:
                 return None
             return self._record(self._stream.finish_events())
 
