@@ -81,13 +81,14 @@ def plan_memory(ckpt: Checkpoint, batch: int, seq: int, dtype: torch.dtype) -> M
     """Estimate from the headers what each stage holds: a decoder layer's weights as built (routed
     NVFP4 experts packed, linears stored in another dtype kept as stored, other NVFP4 linears and
     the remaining float tensors in ``dtype``, fp32 ones fp32), plus the one scratch buffer that
-    the linear running now widens or decodes its weight into (the largest such weight), the
-    embedding as stored (only the prompt's rows are cast), the head in row chunks; and the
-    activations of one layer."""
+    the linear running now widens or decodes its weight into (the largest such weight of all
+    layers: the buffer grows and stays), the embedding as stored (only the prompt's rows are
+    cast), the head in row chunks (a chunk converted into that buffer, grown if need be); and
+    the activations of one layer."""
     cfg = ckpt.config
     e = torch.empty((), dtype=dtype).element_size()
     weights: dict[str, int] = {}
-    scratch = 0
+    scratch = head_chunk = 0
     for name in ckpt.loadable():
         info = ckpt.tensors[name]
         layer = layer_of(name)
@@ -118,11 +119,13 @@ def plan_memory(ckpt: Checkpoint, batch: int, seq: int, dtype: torch.dtype) -> M
             rows = min(info.shape[0], _HEAD_ROWS) * info.shape[1]
             size = rows * info.nbytes // info.numel
             if TORCH_DTYPE.get(info.dtype) != dtype:
-                scratch = max(scratch, rows * e)  # each chunk converted into the scratch
+                head_chunk = rows * e  # each chunk converted into the scratch
         weights[stage] = weights.get(stage, 0) + size
     for stage in weights:
-        if stage != "embedding":
+        if stage.startswith("layer "):
             weights[stage] += scratch
+    if "head" in weights:  # the scratch is freed before it grows: the larger of the two
+        weights["head"] += max(scratch, head_chunk)
     n = batch * seq
     logits = n * cfg.vocab_size * (e + 4) + 2 * n * cfg.hidden_size * e
     return MemoryPlan(weights, _activation_bytes(cfg, batch, seq, e), logits)
