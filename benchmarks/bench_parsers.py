@@ -124,7 +124,7 @@ def vllm_runner(tool_cls: type, reasoning_cls: type) -> Callable[[list[str]], Re
         parser = Composed(FakeTokenizer(), request.tools)
         reasoning: list[str] = []
         content: list[str] = []
-        calls: dict[int, list[str]] = {}
+        calls: dict[int, tuple[list[str], list[str]]] = {}  # pieces, joined once at the end
         last = len(chunks) - 1
         for i, chunk in enumerate(chunks):
             d = parser.parse_delta(chunk, [], request, finished=i == last)
@@ -133,13 +133,15 @@ def vllm_runner(tool_cls: type, reasoning_cls: type) -> Callable[[list[str]], Re
             reasoning.append(d.reasoning or "")
             content.append(d.content or "")
             for tc in d.tool_calls or []:
-                entry = calls.setdefault(tc.index, ["", ""])
-                entry[0] += (tc.function.name or "") if tc.function else ""
-                entry[1] += (tc.function.arguments or "") if tc.function else ""
+                if tc.index not in calls:
+                    calls[tc.index] = ([], [])
+                names, args = calls[tc.index]
+                names.append((tc.function.name or "") if tc.function else "")
+                args.append((tc.function.arguments or "") if tc.function else "")
         return (
             "".join(reasoning) or None,
             "".join(content) or None,
-            [(n, json.loads(a)) for n, a in calls.values()],
+            [("".join(n), json.loads("".join(a))) for n, a in calls.values()],
         )
 
     return run
@@ -191,14 +193,16 @@ def sglang_runner(tool_cls: type, reasoning_cls: type) -> Callable[[list[str]], 
             fp = FunctionCallParser(tools, "glm47")
         reasoning: list[str] = []
         content: list[str] = []
-        calls: dict[int, list[str]] = {}
+        calls: dict[int, tuple[list[str], list[str]]] = {}  # pieces, joined once at the end
 
         def tools_out(normal: str, items: list[Any]) -> None:
             content.append(normal or "")
             for item in items:
-                entry = calls.setdefault(item.tool_index, ["", ""])
-                entry[0] += item.name or ""
-                entry[1] += item.parameters or ""
+                if item.tool_index not in calls:
+                    calls[item.tool_index] = ([], [])
+                names, args = calls[item.tool_index]
+                names.append(item.name or "")
+                args.append(item.parameters or "")
 
         for chunk in chunks:
             r, c = rp.parse_stream_chunk(chunk)
@@ -213,7 +217,7 @@ def sglang_runner(tool_cls: type, reasoning_cls: type) -> Callable[[list[str]], 
         return (
             "".join(reasoning) or None,
             "".join(content) or None,
-            [(n, json.loads(a)) for n, a in calls.values()],
+            [("".join(n), json.loads("".join(a))) for n, a in calls.values()],
         )
 
     return run
