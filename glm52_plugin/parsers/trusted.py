@@ -1,9 +1,10 @@
 """Build an engine's pydantic (v2) models from fields we produced ourselves, without validating.
 
 Streaming arguments means one output object per delta, and those are the engines' pydantic
-models (vLLM's DeltaMessage + DeltaToolCall + DeltaFunctionCall per argument piece). Validating
-them is most of what our vLLM adapter costs: every vLLM OpenAIBaseModel runs a Python wrap
-validator (`__log_extra_fields__`, which only logs unknown keys). pydantic's own API for trusted
+models (vLLM's DeltaMessage + DeltaToolCall + DeltaFunctionCall per argument piece, SGLang's
+StreamingParseResult + ToolCallItem). Validating them was most of what our vLLM adapter cost:
+every vLLM OpenAIBaseModel runs a Python wrap validator (`__log_extra_fields__`, which only
+logs unknown keys). pydantic's own API for trusted
 data, `model_construct`, is slower still on these classes: with a default factory it inspects
 the factory's signature on every call (pydantic 2.14, `takes_validated_data_argument`).
 
@@ -39,7 +40,10 @@ def unvalidated(cls: type, names: Sequence[str], sample: Sequence[Any]) -> Calla
     def validated(*values: Any) -> Any:
         return cls(**dict(zip(names, values, strict=True)))
 
-    fast = _fast_constructor(cls, names, validated(*sample))
+    try:
+        fast = _fast_constructor(cls, names, validated(*sample))
+    except AttributeError:  # not a pydantic v2 model
+        fast = None
     if fast is None or not same_model(fast(*sample), validated(*sample)):
         logger.debug("%s: built with validation (no exact unvalidated equivalent)", cls.__name__)
         return validated
@@ -91,7 +95,10 @@ def _fast_constructor(cls: type, names: tuple[str, ...], ref: Any) -> Callable[.
     fields_set = set(names)
     extra_is_dict = ref.__pydantic_extra__ is not None  # {} under extra="allow", else None
     # What object.__setattr__ would call for the four slots, bound once (half its cost)
-    set_dict, set_fields_set, set_extra, set_private = (_slot_setter(cls, s) for s in _SLOTS)
+    setters = [_slot_setter(cls, s) for s in _SLOTS]
+    if None in setters:  # not the pydantic v2 layout this shortcut knows
+        return None
+    set_dict, set_fields_set, set_extra, set_private = setters
     new = object.__new__
 
     def build(*values: Any) -> Any:
@@ -143,9 +150,9 @@ def _fast_constructor(cls: type, names: tuple[str, ...], ref: Any) -> Callable[.
     return build
 
 
-def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
+def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None] | None:
     """The `__set__` of the data descriptor that `object.__setattr__(obj, name, v)` uses."""
     for klass in cls.__mro__:
         if name in vars(klass):
-            return vars(klass)[name].__set__  # type: ignore[no-any-return]
-    raise TypeError(f"{cls.__name__} has no {name} slot: not a pydantic v2 model")
+            return getattr(vars(klass)[name], "__set__", None)
+    return None

@@ -177,3 +177,23 @@ def test_streamed_results_equal_validated_ones(size: int, monkeypatch: pytest.Mo
         kinds |= {"content"} if result.normal_text else set()
         kinds |= {"call" if item.name else "piece" for item in result.calls}
     assert kinds == {"content", "call", "piece"}
+
+
+def test_argument_pieces_skip_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A streamed argument piece's ToolCallItem and StreamingParseResult are built without
+    pydantic's validation (checked above to give the same objects): no __init__ runs."""
+    from sglang.srt.function_call.core_types import StreamingParseResult, ToolCallItem
+
+    tools = [Tool.model_validate(t) for t in WRITE_TOOLS]
+    detector = ours.detector_classes()[0]()
+    detector.parse_streaming_increment(
+        "<tool_call>write_file<arg_key>body</arg_key><arg_value>", tools
+    )
+
+    def boom(self: Any, **data: Any) -> None:
+        raise AssertionError(f"{type(self).__name__} validated")
+
+    for cls in (StreamingParseResult, ToolCallItem):
+        monkeypatch.setattr(cls, "__init__", boom)
+    result = detector.parse_streaming_increment("é<b", tools)
+    assert [(c.tool_index, c.name, c.parameters) for c in result.calls] == [(0, None, "é<b")]

@@ -279,3 +279,27 @@ def test_streamed_messages_equal_validated_ones(
         kinds |= {f for f in ("reasoning", "content") if getattr(delta, f)}
         kinds |= {"call" if tc.id else "piece" for tc in delta.tool_calls}
     assert kinds == ({"reasoning", "content", "call", "piece"} if tool_choice == "auto" else {"reasoning", "content"})  # fmt: skip
+
+
+def test_argument_pieces_skip_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The speed of a streamed argument piece rests on building its three models without
+    pydantic's validation (checked above to give the same objects): no __init__ runs."""
+    from vllm.entrypoints.generate.base.protocol import (
+        DeltaFunctionCall,
+        DeltaMessage,
+        DeltaToolCall,
+    )
+
+    request = _request(WRITE_TOOLS)
+    parser = ToolParserManager.get_tool_parser("glm47")(FakeTokenizer(), request.tools)
+    head = "<tool_call>write_file<arg_key>body</arg_key><arg_value>"
+    parser.extract_tool_calls_streaming("", head, head, [], [], [], request)
+
+    def boom(self: Any, **data: Any) -> None:
+        raise AssertionError(f"{type(self).__name__} validated")
+
+    for cls in (DeltaMessage, DeltaToolCall, DeltaFunctionCall):
+        monkeypatch.setattr(cls, "__init__", boom)
+    delta = parser.extract_tool_calls_streaming(head, head + "é<b", "é<b", [], [], [], request)
+    assert delta.tool_calls[0].function.arguments == "é<b"
+    assert delta.model_fields_set == {"tool_calls"}
