@@ -110,7 +110,10 @@ def plan_memory(ckpt: Checkpoint, batch: int, seq: int, dtype: torch.dtype) -> M
             name, info, torch.float32 if keeps_fp32(name) else dtype
         ):
             size = info.nbytes  # kept as stored, widened per call into the scratch
-            scratch = max(scratch, info.numel * (4 if keeps_fp32(name) else e))
+            if name.endswith(".kv_b_proj.weight"):
+                size += info.numel * e  # never called: MLA absorbs .weight, a widened copy
+            else:
+                scratch = max(scratch, info.numel * (4 if keeps_fp32(name) else e))
         else:
             size = info.numel * (4 if keeps_fp32(name) else e)
         if name == "model.embed_tokens.weight":

@@ -177,6 +177,44 @@ def test_bf16_weights_widen_per_call_and_only_for_the_experts_the_router_picks(
     assert sorted(widened) == sorted(want)
 
 
+@pytest.mark.parametrize("kind", ["bf16", "nvfp4"])
+def test_the_memory_plan_covers_what_each_streamed_layer_holds(
+    toy_checkpoints, toy_nvfp4_checkpoints, kind
+) -> None:
+    path = (toy_checkpoints if kind == "bf16" else toy_nvfp4_checkpoints)[8]
+    ckpt = Checkpoint.open(path)
+    plan = plan_memory(ckpt, *IDS.shape, torch.float32)
+    held: dict[int, int] = {}  # bytes of each built block's parameters and buffers
+    scratches = []
+    real_build = stream_module.build_block
+
+    def build(ckpt, layer, *args, **kwargs):
+        block = real_build(ckpt, layer, *args, **kwargs)
+        held[layer] = sum(t.numel() * t.element_size() for t in block.state_dict().values())
+        scratches.append(kwargs["scratch"])
+        return block
+
+    real_head = stream_module._head
+
+    def head(*args):
+        nonlocal scratch_bytes
+        scratch_bytes = scratches[0].nbytes  # grown to the largest weight any layer widened
+        return real_head(*args)
+
+    scratch_bytes = 0
+    with (
+        mock.patch.object(stream_module, "build_block", build),
+        mock.patch.object(stream_module, "_head", head),
+    ):
+        stream_logits(path, IDS, progress=False)
+    assert scratch_bytes > 0
+    for layer, nbytes in held.items():
+        w = ckpt.tensors[f"model.layers.{layer}.self_attn.kv_b_proj.weight"]
+        absorbed = w.numel * 4 if w.dtype == "BF16" else 0  # the widened copy MLA reads
+        assert nbytes + scratch_bytes <= plan.weights[f"layer {layer}"], layer
+        assert plan.weights[f"layer {layer}"] <= nbytes + scratch_bytes + absorbed + 1024, layer
+
+
 def test_one_decoder_layer_resident_at_a_time(toy_nvfp4_checkpoints) -> None:
     path = toy_nvfp4_checkpoints[8]
     ckpt = Checkpoint.open(path)
