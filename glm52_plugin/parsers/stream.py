@@ -97,14 +97,13 @@ class GlmStreamParser:
             # with `</` or `<t` (FAST_PATH_LEADS): text without those, not ending in `<`, is text.
             plain = "<" not in text
             if plain or ("</" not in text and "<t" not in text and text[-1] != "<"):
-                state = self.state
-                if state is State.REASONING:
-                    return [ReasoningText(text)]
                 call = self._call
                 if call is not None:
                     if call.in_string:
                         return [call.string_text(text)]
-                elif state is State.CONTENT and (self._content_seen or not self.parse_tools):
+                elif self.state is State.REASONING:
+                    return [ReasoningText(text)]
+                elif self._content_seen or not self.parse_tools:  # CONTENT, nothing held
                     return [ContentText(text)]
                 if plain:  # any other state: no tag at all, one step of the general path
                     self._emit(text)
