@@ -127,11 +127,12 @@ class GlmStreamParser:
                 self._on_tag(tag)
                 i = k = j + len(tag)
                 continue
-            rest = buf[j:]
-            if len(rest) < _LONGEST_TAG and any(t.startswith(rest) for t in tags):
-                self._emit(buf[i:j])  # only a cut-off tag can match here: hold it back
-                self._pending = rest
-                break
+            if len(buf) - j < _LONGEST_TAG:  # only a tag cut off by the delta's end can match
+                rest = buf[j:]
+                if any(t.startswith(rest) for t in tags):
+                    self._emit(buf[i:j])  # hold it back
+                    self._pending = rest
+                    break
             # A `<` that starts no tag is text: emitted with what follows, as one piece. Text
             # can end a call but never adds a tag (each state's tags include those of the
             # states text leads to), so `<`s passed over here stay text after it is emitted.
