@@ -10,7 +10,7 @@ from unittest import mock
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from glm52_plugin.checkpoint import Checkpoint, CheckpointError
 from glm52_plugin.reference import Glm52ForCausalLM, stream_logits
@@ -67,11 +67,10 @@ def _built_blocks():
     return mock.patch.object(stream_module, "build_block", build), built, alive_at_build
 
 
-def test_only_the_experts_the_router_picks_are_decoded(toy_nvfp4_checkpoints, nvfp4_models):
-    model = nvfp4_models[8]
+def routed_experts(model, ids) -> tuple[Tensor, set[str], int]:
+    """The in-memory model's logits for ids, the checkpoint names of the routed expert linears
+    its routers pick, and how many MoE layers ran."""
     cfg = model.config
-    ids = prompt_ids(2, batch=1)  # few tokens: a few experts per layer
-    # the router's own choices, from the in-memory model
     picked: dict[int, set[int]] = {}
     hooks = []
     for i in range(cfg.num_hidden_layers):
@@ -81,12 +80,22 @@ def test_only_the_experts_the_router_picks_are_decoded(toy_nvfp4_checkpoints, nv
                 picked.setdefault(i, set()).update(out[1].unique().tolist())
 
             hooks.append(model.model.layers[i].mlp.gate.register_forward_hook(hook))
-    model(ids)
-    for h in hooks:
-        h.remove()
-    want = {f"model.layers.{i}.mlp.experts.{e}.{p}"
-            for i, es in picked.items() for e in es for p in ("gate_proj", "up_proj", "down_proj")}  # fmt: skip
-    assert len(want) < 3 * cfg.n_routed_experts * len(picked)  # some experts are left out
+    try:
+        logits = model(ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    names = {f"model.layers.{i}.mlp.experts.{e}.{p}"
+             for i, es in picked.items() for e in es for p in ("gate_proj", "up_proj", "down_proj")}  # fmt: skip
+    assert len(names) < 3 * cfg.n_routed_experts * len(picked)  # some experts are left out
+    return logits, names, len(picked)
+
+
+def test_only_the_experts_the_router_picks_are_decoded(toy_nvfp4_checkpoints, nvfp4_models):
+    model = nvfp4_models[8]
+    cfg = model.config
+    ids = prompt_ids(2, batch=1)  # few tokens: a few experts per layer
+    _, want, moe_layers = routed_experts(model, ids)  # the router's own choices, in memory
 
     names: dict[int, str] = {}  # id of a live PackedLinear -> its checkpoint name
     packed: list[str] = []
@@ -112,7 +121,7 @@ def test_only_the_experts_the_router_picks_are_decoded(toy_nvfp4_checkpoints, nv
         mock.patch.object(PackedLinear, "dequantized", dequantized),
     ):
         stream_logits(toy_nvfp4_checkpoints[8], ids, progress=False)
-    assert len(packed) == 3 * cfg.n_routed_experts * len(picked)  # every expert kept packed
+    assert len(packed) == 3 * cfg.n_routed_experts * moe_layers  # every expert kept packed
     assert sorted(decoded) == sorted(want)  # each picked expert linear once, no other
 
 
@@ -122,21 +131,7 @@ def test_bf16_weights_widen_per_call_and_only_for_the_experts_the_router_picks(
     model = toy_models[8]
     cfg = model.config
     ids = prompt_ids(2, batch=1)  # few tokens: a few experts per layer
-    picked: dict[int, set[int]] = {}
-    hooks = []
-    for i in range(cfg.num_hidden_layers):
-        if cfg.is_moe_layer(i):
-
-            def hook(_m, _args, out, i=i):
-                picked.setdefault(i, set()).update(out[1].unique().tolist())
-
-            hooks.append(model.model.layers[i].mlp.gate.register_forward_hook(hook))
-    want_logits = model(ids)
-    for h in hooks:
-        h.remove()
-    experts = {f"model.layers.{i}.mlp.experts.{e}.{p}"
-               for i, es in picked.items() for e in es for p in ("gate_proj", "up_proj", "down_proj")}  # fmt: skip
-    assert len(experts) < 3 * cfg.n_routed_experts * len(picked)  # some experts are left out
+    want_logits, experts, moe_layers = routed_experts(model, ids)
 
     names: dict[int, str] = {}  # id of a live WidenedLinear -> its checkpoint name
     built: list[str] = []  # every WidenedLinear built, by checkpoint name
@@ -169,7 +164,7 @@ def test_bf16_weights_widen_per_call_and_only_for_the_experts_the_router_picks(
         got = stream_logits(toy_checkpoints[8], ids, progress=False)
     assert torch.equal(got, want_logits)
     assert len(scratches) == 1  # one buffer for every layer
-    assert len(built) > 3 * cfg.n_routed_experts * len(picked)
+    assert len(built) > 3 * cfg.n_routed_experts * moe_layers
     # each linear widened once when it runs: every picked expert, no other expert, and every
     # other linear but kv_b_proj, whose weight MLA reads once, absorbed into q and the output
     want = [n for n in built
