@@ -86,3 +86,24 @@ WRITE_CALL = (
     f"</arg_key><arg_value>{BODY}</arg_value><arg_key>mode</arg_key><arg_value>420</arg_value>"
     "</tool_call>"
 )
+
+
+def assert_same_model(built: Any, ref: Any) -> None:
+    """Two pydantic models (an engine's delta or result objects) are indistinguishable to a
+    serving layer: type, fields set, extras and every dump, nested models alike."""
+    from pydantic import BaseModel
+
+    assert type(built) is type(ref)
+    assert built.model_fields_set == ref.model_fields_set
+    assert built.__pydantic_extra__ == ref.__pydantic_extra__
+    assert built.model_dump() == ref.model_dump()
+    assert built.model_dump(exclude_unset=True) == ref.model_dump(exclude_unset=True)
+    assert built.model_dump(exclude_none=True) == ref.model_dump(exclude_none=True)
+    assert built.model_dump_json() == ref.model_dump_json()
+    assert built.model_dump_json(exclude_unset=True) == ref.model_dump_json(exclude_unset=True)
+    for name in built.model_fields_set:  # nested models: each one, the same way
+        value, want = getattr(built, name), getattr(ref, name)
+        pairs = zip(value, want, strict=True) if isinstance(value, list) else [(value, want)]
+        for v, w in pairs:
+            if isinstance(v, BaseModel):
+                assert_same_model(v, w)

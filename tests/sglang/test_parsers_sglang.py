@@ -14,7 +14,7 @@ from sglang.srt.function_call.function_call_parser import FunctionCallParser
 from sglang.srt.parser.reasoning_parser import ReasoningParser
 
 from glm52_plugin.sglang import parsers as ours
-from tests.parsers.helpers import BODY, WRITE_CALL, WRITE_TOOLS
+from tests.parsers.helpers import BODY, WRITE_CALL, WRITE_TOOLS, assert_same_model
 from tests.parsers.upstream_cases import REASONING_CASES, TOOL_CASES, TOOLSETS
 
 pytestmark = pytest.mark.sglang
@@ -146,18 +146,6 @@ def _detector_results(classes: tuple[type, type], text: str, size: int) -> list[
     return [detector.parse_streaming_increment(c, tools) for c in chunks] + [detector.finish(tools)]
 
 
-def _assert_same_model(built: Any, ref: Any) -> None:
-    assert type(built) is type(ref)
-    assert built.model_fields_set == ref.model_fields_set
-    assert built.__pydantic_extra__ == ref.__pydantic_extra__
-    assert built.model_dump() == ref.model_dump()
-    assert built.model_dump(exclude_unset=True) == ref.model_dump(exclude_unset=True)
-    assert built.model_dump_json() == ref.model_dump_json()
-    for item, want in zip(built.calls, ref.calls, strict=True):
-        assert item.model_fields_set == want.model_fields_set
-        assert item.model_dump_json() == want.model_dump_json()
-
-
 @pytest.mark.parametrize("size", [1, 4, 7])
 def test_streamed_results_equal_validated_ones(size: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every StreamingParseResult (and its ToolCallItems) our detector returns (content, a
@@ -173,7 +161,7 @@ def test_streamed_results_equal_validated_ones(size: int, monkeypatch: pytest.Mo
         validated = _detector_results(ours.detector_classes.__wrapped__(), text, size)
     kinds = set()
     for result, ref in zip(fast, validated, strict=True):
-        _assert_same_model(result, ref)
+        assert_same_model(result, ref)
         kinds |= {"content"} if result.normal_text else set()
         kinds |= {"call" if item.name else "piece" for item in result.calls}
     assert kinds == {"content", "call", "piece"}

@@ -16,7 +16,7 @@ from vllm.reasoning import ReasoningParserManager
 from vllm.tool_parsers import ToolParserManager
 
 from glm52_plugin.vllm import parsers as ours
-from tests.parsers.helpers import BODY, WRITE_CALL, WRITE_TOOLS
+from tests.parsers.helpers import BODY, WRITE_CALL, WRITE_TOOLS, assert_same_model
 from tests.parsers.upstream_cases import REASONING_CASES, TOOL_CASES, TOOLSETS
 
 pytestmark = pytest.mark.vllm
@@ -211,23 +211,6 @@ def _revalidated(obj: Any) -> Any:
     return obj
 
 
-def _assert_same_model(built: Any, ref: Any) -> None:
-    assert type(built) is type(ref)
-    assert built.model_fields_set == ref.model_fields_set
-    assert built.__pydantic_extra__ == ref.__pydantic_extra__
-    assert built.model_dump() == ref.model_dump()
-    assert built.model_dump(exclude_unset=True) == ref.model_dump(exclude_unset=True)
-    assert built.model_dump(exclude_none=True) == ref.model_dump(exclude_none=True)
-    assert built.model_dump_json() == ref.model_dump_json()
-    assert built.model_dump_json(exclude_unset=True) == ref.model_dump_json(exclude_unset=True)
-    for name in built.model_fields_set:  # nested models: each one, the same way
-        value, want = getattr(built, name), getattr(ref, name)
-        pairs = zip(value, want, strict=True) if isinstance(value, list) else [(value, want)]
-        for v, w in pairs:
-            if isinstance(v, BaseModel):
-                _assert_same_model(v, w)
-
-
 TWO_CALLS_TURN = (
     'Plan: "quote" \\ é中 <b>.</think>Writing.\n'
     + WRITE_CALL
@@ -274,8 +257,8 @@ def test_streamed_messages_equal_validated_ones(
     assert [d is None for d in fast] == [d is None for d in validated]
     kinds = set()
     for delta, ref in zip(filter(None, fast), filter(None, validated), strict=True):
-        _assert_same_model(delta, ref)
-        _assert_same_model(delta, _revalidated(delta))
+        assert_same_model(delta, ref)
+        assert_same_model(delta, _revalidated(delta))
         kinds |= {f for f in ("reasoning", "content") if getattr(delta, f)}
         kinds |= {"call" if tc.id else "piece" for tc in delta.tool_calls}
     assert kinds == ({"reasoning", "content", "call", "piece"} if tool_choice == "auto" else {"reasoning", "content"})  # fmt: skip
