@@ -255,7 +255,7 @@ def _head(
     for r in range(0, weight.shape[0], _HEAD_ROWS):
         chunk = weight[r : r + _HEAD_ROWS]
         if chunk.dtype != dtype or chunk.device != device:
-            chunk = scratch.take(tuple(chunk.shape), dtype, device).copy_(chunk)
+            chunk = scratch.converted(chunk, dtype, device)
         parts.append(F.linear(hidden, chunk).float())
     scratch.release()
     return parts[0] if len(parts) == 1 else torch.cat(parts, -1)

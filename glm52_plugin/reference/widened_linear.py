@@ -40,6 +40,10 @@ class Scratch:
             self._buf = torch.empty(need, dtype=torch.uint8, device=device)
         return self._buf[:need].view(dtype).view(shape)
 
+    def converted(self, t: Tensor, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """``t.to(device, dtype)`` written into the buffer: valid until the next ``take``."""
+        return self.take(tuple(t.shape), dtype, device).copy_(t)
+
     def release(self) -> None:
         self._buf = None
 
@@ -63,8 +67,7 @@ class WidenedLinear(nn.Module):
 
     def widened(self) -> Tensor:
         """The weight in ``dtype``, in the scratch: valid until the scratch's next use."""
-        w = self.scratch.take(tuple(self.stored.shape), self.dtype, self.stored.device)
-        return w.copy_(self.stored)
+        return self.scratch.converted(self.stored, self.dtype, self.stored.device)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.widened())
