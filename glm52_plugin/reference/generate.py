@@ -2,9 +2,10 @@
 
 Speculative decoding reads like gpt-fast's ``speculative_decode``: the MTP layer drafts k tokens
 (its indexer runs on the first draft pass; with ``index_share_for_mtp_iteration`` later draft
-steps reuse that pass's top-k row of its last token, as the engines do), the main model verifies all of them in one pass, and the
-standard accept/reject rule keeps the output distribution exactly the main model's — so greedy
-speculative output equals plain greedy output token for token.
+steps reuse that pass's top-k row of its last token, as the engines do), the main model
+verifies all of them in one pass, and the standard accept/reject rule keeps the output
+distribution exactly the main model's — so greedy speculative output equals plain greedy
+output token for token.
 """
 
 from __future__ import annotations

@@ -28,11 +28,11 @@ from vllm.model_executor.models.deepseek_mtp import DeepSeekMTP
 from glm52_plugin.checkpoint.preload import engine_config, require_mtp_layer
 from glm52_plugin.config import Glm52Config
 from glm52_plugin.reference.layers import Rotary
-from glm52_plugin.vllm.attention import MtpTopkShare
 from glm52_plugin.vllm.compat import class_for_platform
 from glm52_plugin.vllm.decoder import GlmDsaDecoderLayer
 from glm52_plugin.vllm.model import cpu_layer_config
 from glm52_plugin.vllm.rope import InterleavedRope
+from glm52_plugin.vllm.sparse_mla import MtpTopkShare
 from glm52_plugin.vllm.weights import (
     align_mtp_head_exclusion,
     copy_checked,
@@ -79,7 +79,8 @@ class _MtpLayer(mtp.DeepSeekMultiTokenPredictorLayer):
         inputs_embeds = self.enorm(inputs_embeds)
         previous_hidden_states = self.hnorm(previous_hidden_states)
         hidden_states = self.eh_proj(torch.cat([inputs_embeds, previous_hidden_states], dim=-1))
-        # the block is a full layer: it computes its own selection
+        # the block is a full layer: its own indexer's selection, or at draft steps 1+ with
+        # index_share_for_mtp_iteration the one step 0 kept (its MtpTopkShare)
         hidden_states, residual, _ = self.mtp_block(positions, hidden_states, None)
         hidden_states = residual + hidden_states  # pre-final-norm (logits hidden)
         return hidden_states, self.shared_head(hidden_states)
